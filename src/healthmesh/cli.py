@@ -1,0 +1,253 @@
+"""The ``healthmesh`` command.
+
+Commands are thin: they parse flags, call the core, print the answer (a table
+or, with ``--json``, one JSON object) and exit with a stable code from
+:class:`ExitCode` (each documented in docs/reference/cli.md, checked by a test).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from healthmesh import __version__
+from healthmesh.errors import ConfigError, HealthmeshError, InputError
+
+__all__ = ["ExitCode", "app", "main"]
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every healthmesh command (stable; documented)."""
+
+    OK = 0
+    REJECTED = 1  # the command ran but some input was rejected (see the rejects file)
+    USAGE = 2  # bad command line (unknown flag, missing argument)
+    CONFIG = 3  # bad node folder or settings
+    INPUT = 4  # unreadable input file
+    INTERRUPTED = 130  # stopped by Ctrl-C; committed batches are kept, rerun to complete
+    INTERNAL = 70  # unexpected error (a bug): please report it
+
+
+app = typer.Typer(
+    name="healthmesh",
+    help="healthmesh: a node of a health data network (FHIR R4 store, API, ingest).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+node_app = typer.Typer(help="Create and inspect node folders.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+console = Console(stderr=True)
+out = Console()
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+
+
+def _fail(message: str, code: ExitCode) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(int(code))
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def version() -> None:
+    """Print the healthmesh version."""
+    out.print(__version__)
+
+
+@node_app.command("init")
+def node_init(
+    folder: Annotated[Path, typer.Argument(help="Node folder to create.")],
+    name: Annotated[str | None, typer.Option(help="Name of the organisation/node.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a node folder with an empty store."""
+    from healthmesh.node import init_node
+
+    try:
+        init_node(folder, name=name)
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    if json_out:
+        _emit_json({"folder": str(folder), "created": True})
+    else:
+        out.print(f"node folder ready: {folder}")
+
+
+@node_app.command("status")
+def node_status(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Show the resources stored in a node, per type."""
+    from healthmesh.node import open_node
+
+    try:
+        with open_node(folder) as node:
+            counts = node.store.counts()
+            name = node.settings.name
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    if json_out:
+        _emit_json({"name": name, "resources": counts, "total": sum(counts.values())})
+        return
+    table = Table(title=f"{name} — {sum(counts.values())} resources")
+    table.add_column("type")
+    table.add_column("count", justify="right")
+    for rtype, count in sorted(counts.items()):
+        table.add_row(rtype, str(count))
+    out.print(table)
+
+
+@app.command()
+def ingest(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    paths: Annotated[list[Path], typer.Argument(help="NDJSON/Bundle files or folders.")],
+    rejects: Annotated[
+        Path | None, typer.Option(help="Rejects file (default: FOLDER/rejects/ingest-TIME.ndjson)")
+    ] = None,
+    json_out: JsonFlag = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Load FHIR NDJSON files and Bundles (Synthea's included) into a node."""
+    from healthmesh.ingest.loader import ingest as run_ingest
+    from healthmesh.ingest.readers import input_files
+    from healthmesh.node import open_node
+
+    try:
+        node = open_node(folder)
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    rejects_path = rejects or folder / "rejects" / f"ingest-{_stamp()}.ndjson"
+    try:
+        total = sum(p.stat().st_size for p, _ in input_files(paths))
+        with _progress(quiet or json_out) as progress:
+            task = progress.add_task("ingest", total=total)
+            stats = run_ingest(
+                node, paths, rejects_path=rejects_path,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except InputError as exc:
+        _fail(str(exc), ExitCode.INPUT)
+    except KeyboardInterrupt:
+        _fail("interrupted; committed batches are kept — rerun the same command to complete",
+              ExitCode.INTERRUPTED)
+    finally:
+        node.close()
+    _report_ingest(stats, json_out)
+    if stats.rejected:
+        raise typer.Exit(int(ExitCode.REJECTED))
+
+
+def _stamp() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%Y%m%dT%H%M%S")
+
+
+def _progress(disabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        TimeRemainingColumn(), console=console, disable=disabled, transient=True,
+    )
+
+
+def _report_ingest(stats: Any, json_out: bool) -> None:
+    data = {
+        "files": stats.files, "read": stats.read, "created": stats.created,
+        "updated": stats.updated, "unchanged": stats.unchanged, "rejected": stats.rejected,
+        "rejects_file": stats.rejects_file,
+    }
+    if json_out:
+        _emit_json(data)
+        return
+    out.print(
+        f"files {stats.files}  read {stats.read}  created {stats.created}  "
+        f"updated {stats.updated}  unchanged {stats.unchanged}  rejected {stats.rejected}"
+    )
+    if stats.rejects_file:
+        console.print(f"[yellow]rejected resources and reasons:[/yellow] {stats.rejects_file}")
+
+
+@app.command()
+def serve(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve the node's FHIR R4 API at http://HOST:PORT/fhir."""
+    import uvicorn
+
+    from healthmesh.api.app import create_app
+    from healthmesh.node import open_node
+
+    try:
+        node = open_node(folder)
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    out.print(f"FHIR base: http://{host}:{port}/fhir")
+    out.print(f"API docs:  http://{host}:{port}/docs")
+    try:
+        uvicorn.run(create_app(node), host=host, port=port, log_level=log_level)
+    finally:
+        node.close()
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    patients: Annotated[int, typer.Option(help="Number of persons.", min=1)] = 1000,
+    sites: Annotated[str, typer.Option(help="Comma-separated site kinds.")] = (
+        "hospital,clinic,lab,insurer,pharmacy,dental,public-health"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    start: Annotated[str, typer.Option(help="First date of care (YYYY-MM-DD).")] = "2015-01-01",
+    end: Annotated[str, typer.Option(help="Last date of care (YYYY-MM-DD).")] = "2025-12-31",
+    fmt: Annotated[str, typer.Option("--format", help="ndjson or bundle.")] = "ndjson",
+    json_out: JsonFlag = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Generate a synthetic multi-site population (FHIR R4 NDJSON per site)."""
+    from healthmesh.synth import generate
+
+    try:
+        start_d, end_d = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError as exc:
+        _fail(f"invalid date: {exc}", ExitCode.USAGE)
+    site_list = [s.strip() for s in sites.split(",") if s.strip()]
+    with Progress(console=console, disable=quiet or json_out, transient=True) as progress:
+        task = progress.add_task("synth", total=patients)
+        try:
+            manifest = generate(
+                out_dir, patients=patients, sites=site_list, seed=seed, start=start_d,
+                end=end_d, fmt=fmt, progress=lambda n: progress.update(task, completed=n),
+            )
+        except ValueError as exc:
+            _fail(str(exc), ExitCode.USAGE)
+    if json_out:
+        _emit_json(manifest)
+    else:
+        out.print(f"wrote {out_dir} ({patients} persons, sites: {', '.join(site_list)})")
+
+
+def main() -> None:
+    """Entry point: run the CLI, mapping unexpected errors to exit codes."""
+    try:
+        app()
+    except HealthmeshError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(int(ExitCode.CONFIG if isinstance(exc, ConfigError) else ExitCode.INPUT))

@@ -1,0 +1,91 @@
+"""Node settings: one typed object, defaults < ``node.toml`` < environment < flags.
+
+Every setting has a default and a description (``healthmesh node settings``
+lists them, and a test checks each is documented in docs/reference/settings.md).
+Settings are validated when loaded; a bad value is a :class:`ConfigError`
+naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from healthmesh.errors import ConfigError
+
+__all__ = ["SETTINGS_HELP", "Settings", "load_settings"]
+
+ENV_PREFIX = "HEALTHMESH_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Settings of one node."""
+
+    name: str = "healthmesh node"
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_json_depth: int = 64
+    default_page_size: int = 50
+    strict_search: bool = False
+    ingest_batch_size: int = 2000
+
+
+SETTINGS_HELP: dict[str, str] = {
+    "name": "Human-readable name of the node, shown in the CapabilityStatement.",
+    "max_body_bytes": "Largest request body accepted (bytes); larger bodies get 413.",
+    "max_json_depth": "Deepest JSON nesting accepted in a resource; deeper input is rejected.",
+    "default_page_size": "Search page size when the request has no _count.",
+    "strict_search": "Reject unknown search parameters with 400 even without "
+    "'Prefer: handling=strict'.",
+    "ingest_batch_size": "Resources written per atomic batch by 'healthmesh ingest'.",
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    field_type = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if field_type == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(value)
+            if number <= 0:
+                raise ValueError
+            return number
+        if field_type == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text in ("true", "1", "yes")
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"setting '{name}' from {source}: invalid value {value!r} "
+                          f"(expected {field_type})") from None
+
+
+def load_settings(folder: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from defaults, then ``folder/node.toml``, then environment, then overrides."""
+    settings = Settings()
+    known = {f.name for f in fields(Settings)}
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if folder is not None and (folder / "node.toml").exists():
+        path = folder / "node.toml"
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        layers.append((str(path), data.get("node", data)))
+    env = {k[len(ENV_PREFIX):].lower(): v for k, v in os.environ.items()
+           if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in known}
+    layers.append(("environment", env))
+    layers.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    for source, layer in layers:
+        for key, value in layer.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting '{key}' in {source}")
+            settings = replace(settings, **{key: _coerce(key, value, source)})
+    return settings
