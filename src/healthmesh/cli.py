@@ -244,6 +244,35 @@ def synth(
         out.print(f"wrote {out_dir} ({patients} persons, sites: {', '.join(site_list)})")
 
 
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Node folder for the demo.")] = Path("demo-node"),
+    patients: Annotated[int, typer.Option(help="Synthetic persons to generate.", min=1)] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+) -> None:
+    """Create a hospital node with synthetic patients, load it and serve it."""
+    from healthmesh.ingest.loader import ingest as run_ingest
+    from healthmesh.node import init_node, open_node
+    from healthmesh.synth import generate
+
+    try:
+        init_node(folder, name="Demo General Hospital")
+        node = open_node(folder)
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    if not node.store.counts():
+        data = folder / "synth"
+        console.print(f"generating {patients} synthetic persons into {data} ...")
+        generate(data, patients=patients, sites=["hospital"], seed=seed)
+        console.print("loading the hospital's records into the node ...")
+        stats = run_ingest(node, [data / "hospital"], rejects_path=folder / "rejects/demo.ndjson")
+        _report_ingest(stats, json_out=False)
+    node.close()
+    serve(folder, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     """Entry point: run the CLI, mapping unexpected errors to exit codes."""
     try:

@@ -93,6 +93,7 @@ def metadata(request: Request) -> Response:
 
 
 @router.post("", summary="Bundle transaction or batch")
+@router.post("/", include_in_schema=False)
 async def system_bundle(request: Request) -> Response:
     body = await read_json_body(request, _node(request).settings)
     result = process_bundle(_service(request), body, base_url(request))

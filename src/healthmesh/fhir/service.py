@@ -179,7 +179,8 @@ class FhirService:
                     if (inc.param in ("*", param)) and ttype and tid:
                         if inc.target is None or inc.target == ttype:
                             keys.append((ttype, tid))
-        included = [s for s in self.store.read_many(dict.fromkeys(keys)) if (s.type, s.id) not in seen]  # type: ignore[attr-defined]
+        included = [s for s in self.store.read_many(dict.fromkeys(keys))
+                    if (s.type, s.id) not in seen]
         seen.update((s.type, s.id) for s in included)
         for inc in query.revinclude:
             included.extend(self._revinclude(inc, matches, seen))
@@ -237,7 +238,7 @@ class FhirService:
             if ttype and tid:
                 referenced[(ttype, tid)] = None
         missing = [k for k in referenced if k not in seen]
-        yield from self.store.read_many(missing)  # type: ignore[attr-defined]
+        yield from self.store.read_many(missing)
 
 
 def _parse_etag(value: str) -> int:

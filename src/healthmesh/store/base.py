@@ -94,6 +94,9 @@ class Store(Protocol):
 
     def vread(self, rtype: str, rid: str, version: int) -> StoredResource | None: ...
 
+    def read_many(self, keys: Iterable[tuple[str, str]]) -> list[StoredResource]:
+        """Current, not deleted versions of the (type, id) pairs that exist."""
+
     def put(
         self, resource: dict[str, Any], *, method: str = "PUT", if_match: int | None = None
     ) -> WriteResult:

@@ -99,12 +99,14 @@ class SearchCompiler:
             last = rows[-1][0]
 
     def page(self, query: SearchQuery, cursor: str | None) -> SearchPage:
+        if query.summary == "count" or query.count == 0:
+            return SearchPage(total=self.count(query))
         state = decode_cursor(cursor) if cursor else {}
         if query.sort:
             page = self._snapshot_page(query, state)
         else:
             page = self._keyset_page(query, state)
-        if query.total == "accurate" or query.summary == "count":
+        if query.total == "accurate":
             page.total = self.count(query)
         return page
 
