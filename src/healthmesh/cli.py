@@ -47,8 +47,8 @@ app = typer.Typer(
 node_app = typer.Typer(help="Create and inspect node folders.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 
