@@ -76,7 +76,8 @@ def test_fhirpy_against_synthea(server) -> None:  # type: ignore[no-untyped-def]
 
 def test_fhirclient_read_and_search(server) -> None:  # type: ignore[no-untyped-def]
     smart = fc_client.FHIRClient(settings={"app_id": "healthmesh-test", "api_base": server.base})
-    females = list(FcPatient.where(struct={"gender": "female"}).perform_resources_iter(smart.server))
+    search = FcPatient.where(struct={"gender": "female"})
+    females = list(search.perform_resources_iter(smart.server))
     assert females and all(p.gender == "female" for p in females)
     first = females[0]
     again = FcPatient.read(first.id, smart.server)

@@ -42,7 +42,8 @@ def summary_elements(definitions: Path) -> dict[str, list[str]]:
 
 
 def main() -> None:
-    definitions = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared/fhir-r4/definitions"
+    default = ROOT.parent / "shared/fhir-r4/definitions"
+    definitions = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(summary_elements(definitions), separators=(",", ":")) + "\n")
     print(f"wrote {OUT}")

@@ -31,6 +31,7 @@ class Settings:
     default_page_size: int = 50
     strict_search: bool = False
     ingest_batch_size: int = 2000
+    ingest_workers: int = max(1, min(4, os.cpu_count() or 1))
 
 
 SETTINGS_HELP: dict[str, str] = {
@@ -41,6 +42,8 @@ SETTINGS_HELP: dict[str, str] = {
     "strict_search": "Reject unknown search parameters with 400 even without "
     "'Prefer: handling=strict'.",
     "ingest_batch_size": "Resources written per atomic batch by 'healthmesh ingest'.",
+    "ingest_workers": "Worker processes that parse, validate and index during ingest "
+    "(0: do it all in the main process).",
 }
 
 
@@ -51,7 +54,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             number = int(value)
-            if number <= 0:
+            if number < 0 or (number == 0 and name != "ingest_workers"):
                 raise ValueError
             return number
         if field_type == "bool":

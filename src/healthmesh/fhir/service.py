@@ -176,9 +176,9 @@ class FhirService:
                 if m.type != inc.source:
                     continue
                 for param, ttype, tid, _raw in extract_index(m.resource()).references:
-                    if (inc.param in ("*", param)) and ttype and tid:
-                        if inc.target is None or inc.target == ttype:
-                            keys.append((ttype, tid))
+                    wanted = inc.param in ("*", param) and inc.target in (None, ttype)
+                    if wanted and ttype and tid:
+                        keys.append((ttype, tid))
         included = [s for s in self.store.read_many(dict.fromkeys(keys))
                     if (s.type, s.id) not in seen]
         seen.update((s.type, s.id) for s in included)

@@ -14,9 +14,8 @@ Synthea bundle loads the same way every time.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,14 +24,18 @@ import orjson
 
 from healthmesh.errors import FhirError, InputError
 from healthmesh.fhir.bundles import prepare_bundle, rewrite_references
-from healthmesh.ingest.readers import Rejected, input_files, read_json_file, read_ndjson
+from healthmesh.ingest.pipeline import Pipeline
+from healthmesh.ingest.readers import Rejected, input_files, read_json_file, read_ndjson_raw
+from healthmesh.ingest.worker import Outcome, process_resource
 from healthmesh.node import Node
+from healthmesh.store.prepare import PreparedResource, prepare
 
 __all__ = ["IngestStats", "ingest"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_JSON_FILE_BYTES = 1024 * 1024 * 1024
+CHUNK_LINES = 500
 
 Progress = Callable[[int], None]
 
@@ -90,21 +93,24 @@ def ingest(
     rejects_path: Path,
     progress: Progress | None = None,
     on_reject: Callable[[Rejected], None] | None = None,
+    workers: int | None = None,
 ) -> IngestStats:
     """Load every file under ``paths`` into ``node``; returns the counts."""
     files = input_files(paths)
     stats = IngestStats(files=len(files))
     rejects = RejectsFile(rejects_path)
-    loader = _Loader(node, stats, rejects, progress, on_reject)
-    try:
-        for path, kind in files:
-            if kind == "ndjson":
-                loader.load_ndjson(path)
-            else:
-                loader.load_json(path)
-        loader.flush()
-    finally:
-        rejects.close()
+    workers = node.settings.ingest_workers if workers is None else workers
+    with Pipeline(workers) as pipeline:
+        loader = _Loader(node, stats, rejects, progress, on_reject, pipeline)
+        try:
+            for path, kind in files:
+                if kind == "ndjson":
+                    loader.load_ndjson(path)
+                else:
+                    loader.load_json(path)
+            loader.flush()
+        finally:
+            rejects.close()
     stats.rejected = rejects.count
     stats.rejects_file = str(rejects_path) if rejects.count else None
     return stats
@@ -118,6 +124,7 @@ class _Loader:
         rejects: RejectsFile,
         progress: Progress | None,
         on_reject: Callable[[Rejected], None] | None,
+        pipeline: Pipeline,
     ) -> None:
         self.node = node
         self.service = node.fhir
@@ -125,7 +132,8 @@ class _Loader:
         self.rejects = rejects
         self.progress = progress
         self.on_reject = on_reject
-        self.batch: list[dict[str, Any]] = []
+        self.batch: list[PreparedResource] = []
+        self.pipeline = pipeline
         self.batch_size = node.settings.ingest_batch_size
         self._resolved: dict[str, str] = {}
 
@@ -137,33 +145,53 @@ class _Loader:
     # -- NDJSON ----------------------------------------------------------------------
 
     def load_ndjson(self, path: Path) -> None:
-        for line in read_ndjson(path, MAX_LINE_BYTES):
+        source = str(path)
+        chunk: list[tuple[int, bytes]] = []
+        for number, raw, size in read_ndjson_raw(path, MAX_LINE_BYTES):
             if self.progress is not None:
-                self.progress(line.size)
-            if line.rejected is not None:
+                self.progress(size)
+            if isinstance(raw, Rejected):
                 self.stats.read += 1
-                self.reject(line.rejected)
+                self.reject(raw)
                 continue
-            if line.value is None:
-                continue
-            self.stats.read += 1
-            self.add_resource(line.value, str(path), line.number)
+            chunk.append((number, raw))
+            if len(chunk) >= CHUNK_LINES:
+                self._take(self.pipeline.submit(source, chunk))
+                chunk = []
+        if chunk:
+            self._take(self.pipeline.submit(source, chunk))
+        self._take(self.pipeline.drain())
+
+    def _take(self, results: Iterable[tuple[str, list[tuple[int, Outcome]]]]) -> None:
+        for source, outcomes in results:
+            for number, (kind, value) in outcomes:
+                if kind == "skip":
+                    continue
+                self.stats.read += 1
+                if kind == "reject":
+                    self.reject(value)
+                elif kind == "resolve":
+                    self.add_resource(value, source, number)
+                else:
+                    self._queue(PreparedResource(*value))
 
     def add_resource(self, resource: Any, source: str, line: int | None) -> None:
-        """Validate one resource and queue it for the next batch, or reject it."""
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            self.reject(Rejected(source, line, "not a FHIR resource (no resourceType)", resource))
-            return
-        if "id" not in resource:
-            resource = {**resource, "id": _content_id(resource)}
-        try:
-            rewrite_references(resource, {}, self._resolve)
-            self.service.validate(resource, conditional_refs=False)
-        except FhirError as exc:
-            issues = [i.to_fhir() for i in exc.issues]
-            self.reject(Rejected(source, line, exc.message, resource, issues=issues))
-            return
-        self.batch.append(resource)
+        """Resolve conditional references, validate and queue one resource (main process)."""
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+            try:
+                rewrite_references(resource, {}, self._resolve)
+            except FhirError as exc:
+                issues = [i.to_fhir() for i in exc.issues]
+                self.reject(Rejected(source, line, exc.message, resource, issues=issues))
+                return
+        kind, value = process_resource(resource, source, line)
+        if kind == "reject":
+            self.reject(value)
+        else:
+            self._queue(value)
+
+    def _queue(self, prepared: PreparedResource) -> None:
+        self.batch.append(prepared)
         if len(self.batch) >= self.batch_size:
             self.flush()
 
@@ -180,7 +208,7 @@ class _Loader:
             return
         self.rejects.flush()
         batch, self.batch = _dedupe(self.batch), []
-        for outcome in self.node.store.put_many(batch, method="PUT"):
+        for outcome in self.node.store.put_prepared(batch):
             self.stats.count(outcome)
 
     # -- JSON (Bundle or single resource) --------------------------------------------
@@ -227,7 +255,8 @@ class _Loader:
             elif item.resource is not None and item.method in ("POST", "PUT"):
                 to_write.append(item.resource)
         self.rejects.flush()
-        for outcome in self.node.store.put_many(_dedupe(to_write), method="PUT"):
+        prepared_items = [prepare(r) for r in to_write]
+        for outcome in self.node.store.put_prepared(_dedupe(prepared_items)):
             self.stats.count(outcome)
 
 
@@ -238,21 +267,15 @@ def _entries(bundle: dict[str, Any]) -> list[Any]:
     return entries
 
 
-def _dedupe(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _dedupe(batch: list[PreparedResource]) -> list[PreparedResource]:
     """Keep the last of several versions of one resource in a batch (input order wins)."""
     seen: dict[tuple[str, str], int] = {}
-    for i, res in enumerate(batch):
-        seen[(res["resourceType"], res["id"])] = i
+    for i, item in enumerate(batch):
+        seen[(item.type, item.id)] = i
     if len(seen) == len(batch):
         return batch
     keep = set(seen.values())
-    return [res for i, res in enumerate(batch) if i in keep]
-
-
-def _content_id(resource: dict[str, Any]) -> str:
-    """A deterministic id for a resource that has none (same content, same id)."""
-    digest = hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return digest[:32]
+    return [item for i, item in enumerate(batch) if i in keep]
 
 
 def iter_rejects(path: Path) -> Iterator[dict[str, Any]]:

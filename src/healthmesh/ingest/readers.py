@@ -22,8 +22,10 @@ __all__ = [
     "Line",
     "Rejected",
     "input_files",
+    "parse_line",
     "read_json_file",
     "read_ndjson",
+    "read_ndjson_raw",
 ]
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl")
@@ -121,6 +123,17 @@ def _open(path: Path) -> IO[bytes]:
 
 def read_ndjson(path: Path, max_line_bytes: int) -> Iterator[Line]:
     """Parse an NDJSON file line by line; blank lines are skipped."""
+    for number, raw, size in read_ndjson_raw(path, max_line_bytes):
+        if isinstance(raw, Rejected):
+            yield Line(number, rejected=raw, size=size)
+            continue
+        value, rejected = parse_line(str(path), number, raw)
+        if rejected is not None or value is not None:
+            yield Line(number, value=value, rejected=rejected, size=size)
+
+
+def read_ndjson_raw(path: Path, max_line_bytes: int) -> Iterator[tuple[int, Any, int]]:
+    """(line number, raw bytes or a Rejected for an over-long line, bytes consumed)."""
     number = 0
     try:
         with _open(path) as handle:
@@ -132,9 +145,9 @@ def read_ndjson(path: Path, max_line_bytes: int) -> Iterator[Line]:
                 if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                     size = len(raw) + _skip_rest_of_line(handle)
                     reason = f"line is {size} bytes, longer than the limit of {max_line_bytes}"
-                    yield Line(number, rejected=Rejected(str(path), number, reason, raw=raw[:256]))
+                    yield number, Rejected(str(path), number, reason, raw=raw[:256]), size
                     continue
-                yield _parse_line(path, number, raw)
+                yield number, raw, len(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{path}:{number + 1}: cannot read: {exc}") from None
 
@@ -148,18 +161,17 @@ def _skip_rest_of_line(handle: IO[bytes]) -> int:
             return skipped
 
 
-def _parse_line(path: Path, number: int, raw: bytes) -> Line:
+def parse_line(source: str, number: int, raw: bytes) -> tuple[Any, Rejected | None]:
+    """(parsed value or None for a blank line, or a rejection)."""
     text = raw.strip()
     if number == 1 and text.startswith(b"\xef\xbb\xbf"):
         text = text[3:]
     if not text:
-        return Line(number, size=len(raw))
+        return None, None
     try:
-        value = orjson.loads(text)
+        return orjson.loads(text), None
     except orjson.JSONDecodeError as exc:
-        reason = f"not valid JSON: {_json_reason(exc)}"
-        return Line(number, rejected=Rejected(str(path), number, reason, raw=text), size=len(raw))
-    return Line(number, value=value, size=len(raw))
+        return None, Rejected(source, number, f"not valid JSON: {_json_reason(exc)}", raw=text)
 
 
 def _json_reason(exc: orjson.JSONDecodeError) -> str:

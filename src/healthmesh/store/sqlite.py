@@ -14,87 +14,32 @@ connection per thread (WAL lets them read while a write is in progress).
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from healthmesh.errors import Conflict, HealthmeshError
-from healthmesh.fhir.search_params import IndexRows, extract_index, patient_compartment
+from healthmesh.fhir.search_params import extract_index
 from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
+from healthmesh.store.prepare import (
+    PreparedResource,
+    StoreRows,
+    param_ids,
+    prepare,
+    stamp_content,
+    store_rows,
+)
+from healthmesh.store.sqlite_schema import INDEX_TABLES, SCHEMA, SCHEMA_VERSION, insert_rows
 from healthmesh.store.sqlite_search import SearchCompiler
 
 __all__ = ["SQLiteStore"]
-
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS resources (
-    rid INTEGER PRIMARY KEY,
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    updated INTEGER NOT NULL,
-    patient TEXT,
-    hash BLOB,
-    content BLOB,
-    UNIQUE (type, id)
-);
-CREATE INDEX IF NOT EXISTS resources_updated ON resources (type, updated);
-CREATE INDEX IF NOT EXISTS resources_patient ON resources (patient) WHERE patient IS NOT NULL;
-CREATE TABLE IF NOT EXISTS history (
-    type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
-    updated INTEGER NOT NULL, method TEXT NOT NULL, content BLOB,
-    PRIMARY KEY (type, id, version)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS history_updated ON history (updated);
-CREATE TABLE IF NOT EXISTS params (
-    pid INTEGER PRIMARY KEY, type TEXT NOT NULL, code TEXT NOT NULL, UNIQUE (type, code)
-);
-CREATE TABLE IF NOT EXISTS sp_token (
-    pid INTEGER, code TEXT, system TEXT, rid INTEGER,
-    PRIMARY KEY (pid, code, system, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_token_text (
-    pid INTEGER, text TEXT, rid INTEGER, PRIMARY KEY (pid, text, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_string (
-    pid INTEGER, norm TEXT, exact TEXT, rid INTEGER,
-    PRIMARY KEY (pid, norm, exact, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_date (
-    pid INTEGER, lo INTEGER, hi INTEGER, rid INTEGER,
-    PRIMARY KEY (pid, lo, hi, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_reference (
-    pid INTEGER, ttype TEXT, tid TEXT, raw TEXT, rid INTEGER,
-    PRIMARY KEY (pid, tid, ttype, raw, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_quantity (
-    pid INTEGER, value REAL, system TEXT, code TEXT, unit TEXT, rid INTEGER,
-    PRIMARY KEY (pid, value, system, code, unit, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_number (
-    pid INTEGER, value REAL, rid INTEGER, PRIMARY KEY (pid, value, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sp_uri (
-    pid INTEGER, value TEXT, rid INTEGER, PRIMARY KEY (pid, value, rid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS search_snapshots (
-    sid TEXT, pos INTEGER, rid INTEGER, created INTEGER,
-    PRIMARY KEY (sid, pos)) WITHOUT ROWID;
-"""
-
-# (table, IndexRows attribute, insert column list). NULLs are stored as '' so
-# that rows can be primary keys and deleted by value.
-INDEX_TABLES: tuple[tuple[str, str, str], ...] = (
-    ("sp_token", "tokens", "pid, system, code, rid"),
-    ("sp_token_text", "token_texts", "pid, text, rid"),
-    ("sp_string", "strings", "pid, norm, exact, rid"),
-    ("sp_date", "dates", "pid, lo, hi, rid"),
-    ("sp_reference", "references", "pid, ttype, tid, raw, rid"),
-    ("sp_quantity", "quantities", "pid, value, system, code, unit, rid"),
-    ("sp_number", "numbers", "pid, value, rid"),
-    ("sp_uri", "uris", "pid, value, rid"),
-)
 
 _COLUMNS = "type, id, version, updated, patient, content"
 
@@ -114,17 +59,9 @@ def instant(us: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def content_hash(resource: dict[str, Any]) -> bytes:
-    """Digest of a resource's content, ignoring the server-maintained meta."""
-    meta = resource.get("meta")
-    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
-        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-        resource = dict(resource)
-        if rest:
-            resource["meta"] = rest
-        else:
-            del resource["meta"]
-    return hashlib.blake2b(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+@lru_cache(maxsize=4)
+def _instant_cached(us: int) -> str:
+    return instant(us)
 
 
 def _row(row: tuple[Any, ...]) -> StoredResource:
@@ -138,11 +75,12 @@ class SQLiteStore:
         self.path = str(path)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._pids: dict[tuple[str, str], int] = {}
         self._tx_depth = 0
         self._tx_thread = 0
-        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._pending: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _a, _c in INDEX_TABLES}
         self._pending_rids: set[int] = set()
+        self._pending_resources: list[tuple[Any, ...]] = []
+        self._next_rid = 0
         try:
             self._writer = self._connect()
             self._writer.executescript(SCHEMA)
@@ -159,13 +97,14 @@ class SQLiteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA cache_size=-200000")
+        conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
     def reader(self) -> sqlite3.Connection:
         """This thread's read connection (the writer inside a write transaction)."""
         if self._tx_depth and self._tx_thread == threading.get_ident():
+            self._flush_pending()  # reads inside a write transaction see its writes
             return self._writer
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -210,41 +149,43 @@ class SQLiteStore:
             self._tx_depth -= 1
             if outer:
                 try:
-                    self._flush_index()
+                    self._flush_pending()
                     self._writer.execute("COMMIT")
                 except BaseException:
                     self._rollback()
                     raise
 
     def _rollback(self) -> None:
-        self._pending.clear()
+        self._pending = {t: [] for t, _a, _c in INDEX_TABLES}
         self._pending_rids.clear()
+        self._pending_resources.clear()
+        self._next_rid = 0
         if self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
-        self._pids.clear()  # pids created in the rolled-back transaction are gone
-        self._load_pids()
 
     # -- params ----------------------------------------------------------------
 
     def _load_pids(self) -> None:
-        for pid, rtype, code in self._writer.execute("SELECT pid, type, code FROM params"):
-            self._pids[(rtype, code)] = pid
+        """Record the fixed parameter ids in a new store; check them in an existing one."""
+        self._pids = param_ids()
+        stored = self._writer.execute("SELECT pid, type, code FROM params").fetchall()
+        if not stored:
+            with self.transaction():
+                self._writer.executemany(
+                    "INSERT INTO params (pid, type, code) VALUES (?, ?, ?)",
+                    [(pid, t, c) for (t, c), pid in self._pids.items()],
+                )
+            return
+        for pid, rtype, code in stored:
+            if self._pids.get((rtype, code)) != pid:
+                raise StoreError(
+                    f"store {self.path} was created with other search parameter ids "
+                    f"({rtype}.{code}); it needs a migration to this healthmesh version"
+                )
 
-    def pid(self, rtype: str, code: str, *, create: bool = False) -> int | None:
-        """The integer id of a search parameter (created on first write)."""
-        key = (rtype, code)
-        pid = self._pids.get(key)
-        if pid is None and create:
-            cur = self._writer.execute(
-                "INSERT OR IGNORE INTO params (type, code) VALUES (?, ?)", key
-            )
-            pid = cur.lastrowid if cur.rowcount else None
-            if pid is None:
-                pid = self._writer.execute(
-                    "SELECT pid FROM params WHERE type=? AND code=?", key
-                ).fetchone()[0]
-            self._pids[key] = pid
-        return pid
+    def pid(self, rtype: str, code: str) -> int | None:
+        """The integer id of a search parameter, or None if it is not indexed."""
+        return self._pids.get((rtype, code))
 
     # -- reads ---------------------------------------------------------------------
 
@@ -323,34 +264,39 @@ class SQLiteStore:
         self, resource: dict[str, Any], *, method: str = "PUT", if_match: int | None = None
     ) -> WriteResult:
         """Create or update one resource (which carries its id)."""
+        prepared = prepare(resource)
         with self.transaction():
-            existing = self._existing(resource["resourceType"], [resource["id"]])
-            old = existing.get(resource["id"])
+            old = self._existing(prepared.type, [prepared.id]).get(prepared.id)
             if if_match is not None and (old is None or old[1] != if_match or old[4] is None):
                 have = "none" if old is None or old[4] is None else str(old[1])
                 raise Conflict(f"Version conflict: If-Match {if_match}, current version {have}")
-            return self._write(resource, old, method, now_us())[0]
+            return self._write(prepared, old, now_us())[0]
 
     def put_many(self, resources: Sequence[dict[str, Any]], *, method: str = "PUT") -> list[str]:
         """Write many resources atomically; returns the outcome of each."""
+        return self.put_prepared([prepare(r) for r in resources])
+
+    def put_prepared(self, items: Sequence[PreparedResource]) -> list[str]:
+        """Write prepared resources (see :mod:`healthmesh.store.prepare`) atomically."""
         outcomes: list[str] = []
         with self.transaction():
             stamp = now_us()
             existing: dict[tuple[str, str], Any] = {}
             by_type: dict[str, list[str]] = {}
-            for res in resources:
-                by_type.setdefault(res["resourceType"], []).append(res["id"])
+            for item in items:
+                by_type.setdefault(item.type, []).append(item.id)
             for rtype, ids in by_type.items():
                 for rid, row in self._existing(rtype, ids).items():
                     existing[(rtype, rid)] = row
-            for res in resources:
-                key = (res["resourceType"], res["id"])
-                result, row = self._write(res, existing.get(key), method, stamp)
+            for item in items:
+                key = (item.type, item.id)
+                result, row = self._write(item, existing.get(key), stamp)
                 outcomes.append(result.outcome)
                 existing[key] = row
         return outcomes
 
     def _existing(self, rtype: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        self._flush_pending()
         out: dict[str, tuple[Any, ...]] = {}
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
             marks = ",".join("?" * len(chunk))
@@ -364,54 +310,48 @@ class SQLiteStore:
         return out
 
     def _write(
-        self, resource: dict[str, Any], old: tuple[Any, ...] | None, method: str, stamp: int
-    ) -> tuple[WriteResult, tuple[Any, ...] | None]:
+        self, item: PreparedResource, old: tuple[Any, ...] | None, stamp: int
+    ) -> tuple[WriteResult, tuple[Any, ...]]:
         """Write one version; returns the result and the new ``_existing`` row tuple."""
-        rtype, rid = resource["resourceType"], resource["id"]
-        digest = content_hash(resource)
-        if old is not None and old[4] is not None and old[3] == digest:
+        rtype, rid = item.type, item.id
+        if old is not None and old[4] is not None and old[3] == item.digest:
             stored = StoredResource(rtype, rid, old[1], old[2], old[4])
             return WriteResult("unchanged", stored), old
         version = 1 if old is None else old[1] + 1
-        meta = dict(resource.get("meta") or {})
-        meta["versionId"] = str(version)
-        meta["lastUpdated"] = instant(stamp)
-        resource = {**resource, "meta": meta}
-        content = orjson.dumps(resource)
-        patient = patient_compartment(resource)
-        rows = extract_index(resource)
+        content = stamp_content(item.content, version, _instant_cached(stamp))
         if old is None:
-            cur = self._writer.execute(
-                "INSERT INTO resources (type, id, version, updated, patient, hash, content) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rtype, rid, version, stamp, patient, digest, content),
+            row_id = self._new_rid()
+            self._pending_resources.append(
+                (row_id, rtype, rid, version, stamp, item.patient, item.digest, content)
             )
-            row_id = cur.lastrowid
             outcome = "created"
         else:
             row_id = old[0]
-            self._archive(rtype, rid, old, method)
+            self._archive(rtype, rid, old)
             self._writer.execute(
                 "UPDATE resources SET version=?, updated=?, patient=?, hash=?, content=? "
                 "WHERE rid=?",
-                (version, stamp, patient, digest, content, row_id),
+                (version, stamp, item.patient, item.digest, content, row_id),
             )
             outcome = "created" if old[4] is None else "updated"
         assert row_id is not None
-        self._index(rtype, row_id, rows, insert=True)
-        stored = StoredResource(rtype, rid, version, stamp, content, patient)
-        return WriteResult(outcome, stored), (row_id, version, stamp, digest, content)
+        self._index(rtype, row_id, item.rows, insert=True)
+        stored = StoredResource(rtype, rid, version, stamp, content, item.patient)
+        return WriteResult(outcome, stored), (row_id, version, stamp, item.digest, content)
 
-    def _archive(self, rtype: str, rid: str, old: tuple[Any, ...], method: str) -> None:
+    def _archive(self, rtype: str, rid: str, old: tuple[Any, ...]) -> None:
         """Move the current version to history and drop its index rows."""
         row_id, version, updated, _hash, content = old
+        if row_id in self._pending_rids:
+            self._flush_pending()
         old_method = "DELETE" if content is None else ("POST" if version == 1 else "PUT")
         self._writer.execute(
             "INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?)",
             (rtype, rid, version, updated, old_method, content),
         )
         if content is not None:
-            self._index(rtype, row_id, extract_index(orjson.loads(content)), insert=False)
+            rows = store_rows(rtype, extract_index(orjson.loads(content)))
+            self._index(rtype, row_id, rows, insert=False)
 
     def delete(self, rtype: str, rid: str) -> WriteResult | None:
         with self.transaction():
@@ -419,7 +359,7 @@ class SQLiteStore:
             if old is None or old[4] is None:
                 return None
             stamp = now_us()
-            self._archive(rtype, rid, old, "DELETE")
+            self._archive(rtype, rid, old)
             version = old[1] + 1
             self._writer.execute(
                 "UPDATE resources SET version=?, updated=?, hash=NULL, content=NULL, "
@@ -428,42 +368,51 @@ class SQLiteStore:
             )
             return WriteResult("deleted", StoredResource(rtype, rid, version, stamp, None))
 
-    def _index(self, rtype: str, row_id: int, rows: IndexRows, *, insert: bool) -> None:
+    def _new_rid(self) -> int:
+        """Row ids are assigned here (we are the only writer) so inserts can be batched."""
+        if not self._next_rid:
+            row = self._writer.execute("SELECT coalesce(max(rid), 0) FROM resources").fetchone()
+            self._next_rid = int(row[0]) + 1
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+    def _index(self, rtype: str, row_id: int, rows: StoreRows, *, insert: bool) -> None:
         """Queue index rows for insertion, or delete them at once.
 
-        Inserts are buffered and written per table with one ``executemany``
-        when the transaction ends (much faster for bulk loads); a deletion of
-        a row id whose inserts are still queued flushes the queue first.
+        Inserts are buffered and written per table with multi-row INSERTs when
+        the transaction ends (much faster for bulk loads); deleting rows of a
+        row id whose inserts are still queued flushes the queue first.
         """
         if not insert and row_id in self._pending_rids:
-            self._flush_index()
-        for table, attr, cols in INDEX_TABLES:
-            values = getattr(rows, attr)
+            self._flush_pending()
+        tail = (row_id,)
+        for (table, _attr, cols), values in zip(INDEX_TABLES, rows, strict=True):
             if not values:
                 continue
-            data = [self._index_row(rtype, row_id, v) for v in values]
+            data = [v + tail for v in values]
             if insert:
-                self._pending.setdefault(table, []).extend(data)
+                self._pending[table].extend(data)
             else:
                 where = " AND ".join(f"{c.strip()}=?" for c in cols.split(","))
                 self._writer.executemany(f"DELETE FROM {table} WHERE {where}", data)
         if insert:
             self._pending_rids.add(row_id)
 
-    def _flush_index(self) -> None:
+    def _flush_pending(self) -> None:
+        if self._pending_resources:
+            insert_rows(
+                self._writer, "resources",
+                "rid, type, id, version, updated, patient, hash, content",
+                self._pending_resources, ignore=False,
+            )
+            self._pending_resources = []
         for table, _attr, cols in INDEX_TABLES:
-            data = self._pending.pop(table, None)
+            data = self._pending[table]
             if data:
-                marks = ",".join("?" * (cols.count(",") + 1))
-                self._writer.executemany(
-                    f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})", data
-                )
+                insert_rows(self._writer, table, cols, data)
+                self._pending[table] = []
         self._pending_rids.clear()
-
-    def _index_row(self, rtype: str, row_id: int, value: tuple[Any, ...]) -> tuple[Any, ...]:
-        pid = self.pid(rtype, value[0], create=True)
-        rest = tuple("" if v is None else v for v in value[1:])
-        return (pid, *rest, row_id)
 
     # -- history -------------------------------------------------------------------
 

@@ -252,7 +252,8 @@ class SearchCompiler:
             for v in c.values:
                 norm = normalise_string(str(v))
                 args.extend([norm, norm + "\U0010ffff"])
-            return f"r.rid IN (SELECT rid FROM sp_token_text WHERE pid = ? AND ({' OR '.join(ors)}))", args
+            sub = f"SELECT rid FROM sp_token_text WHERE pid = ? AND ({' OR '.join(ors)})"
+            return f"r.rid IN ({sub})", args
         ors, args = [], [pid or -1]
         for v in c.values:
             sql, a = _VALUE_SQL[c.type](v, c)

@@ -1,0 +1,1 @@
+"""FHIR R4 helpers: validation, bundles, search parameters and search queries."""
