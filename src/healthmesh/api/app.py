@@ -14,6 +14,7 @@ import uuid
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from healthmesh import __version__
@@ -33,7 +34,9 @@ def _outcome(status: int, code: str, message: str) -> Response:
 
 def create_app(node: Node) -> FastAPI:
     """The FastAPI application serving ``node``."""
-    app = FastAPI(
+    # FastAPIOffline serves the Swagger UI and ReDoc assets from the package:
+    # nodes run without internet access, so /docs must not load from a CDN.
+    app = FastAPIOffline(
         title=f"healthmesh node — {node.settings.name}",
         version=__version__,
         description="FHIR R4 REST API of a healthmesh node.",
