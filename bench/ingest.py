@@ -83,6 +83,24 @@ def _rewrite(res: dict[str, Any], urls: dict[str, str], idents: dict[str, str]) 
     return orjson.loads(_REF.sub(fix, raw))
 
 
+def _copy_group(group: list[dict[str, Any]], copy: int) -> list[dict[str, Any]]:
+    """One patient's resources under new ids, references inside the group rewritten."""
+    renamed = {f"{r['resourceType']}/{r['id']}": f"{r['id'][:50]}-{copy}" for r in group}
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        ref = m.group(1).decode()
+        if ref in renamed:
+            ref = ref.split("/")[0] + "/" + renamed[ref]
+        return b'"reference":"' + ref.encode() + b'"'
+
+    out = []
+    for res in group:
+        copy_res = orjson.loads(_REF.sub(fix, orjson.dumps(res)))
+        copy_res["id"] = renamed[f"{res['resourceType']}/{res['id']}"]
+        out.append(copy_res)
+    return out
+
+
 def build_dataset(path: Path, minimum: int) -> int:
     shared, patients = synthea_resources()
     written = 0
@@ -93,12 +111,7 @@ def build_dataset(path: Path, minimum: int) -> int:
         copy = 0
         while written < minimum:
             for group in patients:
-                ids = {f"{r['resourceType']}/{r['id']}" for r in group}
-                raw = orjson.dumps(group)
-                for old in ids:
-                    _t, rid = old.split("/")
-                    raw = raw.replace(rid.encode(), f"{rid[:50]}-{copy}".encode())
-                for res in orjson.loads(raw):
+                for res in _copy_group(group, copy):
                     out.write(orjson.dumps(res) + b"\n")
                     written += 1
             copy += 1

@@ -9,6 +9,7 @@ CLI's ingest uses the same service, so both paths apply the same rules.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ from healthmesh.store.base import HistoryEntry, SearchPage, Store, StoredResourc
 __all__ = ["EverythingPage", "FhirService", "check_type", "new_id"]
 
 Validator = Callable[..., list[Issue]]
+# Relative references as the store writes JSON (orjson: no spaces); scanning the bytes
+# is much cheaper than parsing every resource of a large compartment.
+_RELATIVE_REF = re.compile(
+    rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[0-9]+)?"'
+)
 
 
 def new_id() -> str:
@@ -228,15 +234,12 @@ class FhirService:
         yield patient
         seen = {("Patient", patient_id)}
         referenced: dict[tuple[str, str], None] = {}
-        for stored in self.store.compartment(patient_id):
-            seen.add((stored.type, stored.id))
-            yield stored
-            for _p, ttype, tid, _raw in extract_index(stored.resource()).references:
-                if ttype and tid:
-                    referenced[(ttype, tid)] = None
-        for _p, ttype, tid, _raw in extract_index(patient.resource()).references:
-            if ttype and tid:
-                referenced[(ttype, tid)] = None
+        for stored in [patient, *self.store.compartment(patient_id)]:
+            if stored is not patient:
+                seen.add((stored.type, stored.id))
+                yield stored
+            for match in _RELATIVE_REF.finditer(stored.content or b""):
+                referenced[(match.group(1).decode(), match.group(2).decode())] = None
         missing = [k for k in referenced if k not in seen]
         yield from self.store.read_many(missing)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["INDEX_TABLES", "SCHEMA", "SCHEMA_VERSION", "insert_rows"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS resources (
@@ -51,8 +51,11 @@ CREATE TABLE IF NOT EXISTS sp_reference (
 CREATE TABLE IF NOT EXISTS sp_quantity (
     pid INTEGER, value REAL, system TEXT, code TEXT, unit TEXT, rid INTEGER,
     PRIMARY KEY (pid, value, system, code, unit, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sp_date_rid ON sp_date (rid);
+CREATE INDEX IF NOT EXISTS sp_quantity_rid ON sp_quantity (rid);
 CREATE TABLE IF NOT EXISTS sp_number (
     pid INTEGER, value REAL, rid INTEGER, PRIMARY KEY (pid, value, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sp_number_rid ON sp_number (rid);
 CREATE TABLE IF NOT EXISTS sp_uri (
     pid INTEGER, value TEXT, rid INTEGER, PRIMARY KEY (pid, value, rid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS search_snapshots (

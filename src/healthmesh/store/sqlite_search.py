@@ -23,17 +23,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from healthmesh.errors import InvalidRequest
-from healthmesh.fhir.search_params import normalise_string
-from healthmesh.fhir.search_query import (
-    Criterion,
-    DateValue,
-    NumberValue,
-    QuantityValue,
-    ReferenceValue,
-    SearchQuery,
-    TokenValue,
-)
+from healthmesh.fhir.search_params import search_params
+from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.store.base import SearchPage, StoredResource
+from healthmesh.store.sqlite_plan import TABLE as _TABLE
+from healthmesh.store.sqlite_plan import Plan, build_plan
 
 if TYPE_CHECKING:
     from healthmesh.store.sqlite import SQLiteStore
@@ -41,16 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchCompiler"]
 
 SNAPSHOT_TTL_S = 3600
-_MAX_US = 2**62
-_TABLE = {
-    "token": "sp_token",
-    "string": "sp_string",
-    "date": "sp_date",
-    "reference": "sp_reference",
-    "quantity": "sp_quantity",
-    "number": "sp_number",
-    "uri": "sp_uri",
-}
+
 _SELECT = "r.type, r.id, r.version, r.updated, r.patient, r.content"
 
 
@@ -77,26 +62,40 @@ class SearchCompiler:
     # -- public ------------------------------------------------------------------
 
     def count(self, query: SearchQuery) -> int:
-        where, args = self.where(query)
-        sql = f"SELECT count(*) FROM resources r WHERE {where}"
-        return int(self.store.reader().execute(sql, args).fetchone()[0])
+        plan = self.plan(query)
+        conn = self.store.reader()
+        if plan.only_driver:  # index rows exist only for current versions: no join needed
+            what = "count(*)" if plan.driver_unique else "count(DISTINCT d.rid)"
+            sql = f"SELECT {what} FROM {plan.driver_table} d WHERE {plan.driver_sql}"
+            return int(conn.execute(sql, plan.driver_args).fetchone()[0])
+        what = "count(*)" if plan.driver_unique else f"count(DISTINCT {plan.key})"
+        sql = f"SELECT {what} FROM {plan.source} WHERE {plan.where_sql}"
+        return int(conn.execute(sql, plan.args).fetchone()[0])
 
     def stream(self, query: SearchQuery, batch: int = 1000) -> Iterator[StoredResource]:
         """Every match in insertion order, read in batches (constant memory)."""
-        where, args = self.where(query)
         last = 0
-        conn = self.store.reader()
         while True:
-            rows = conn.execute(
-                f"SELECT r.rid, {_SELECT} FROM resources r WHERE {where} AND r.rid > ? "
-                "ORDER BY r.rid LIMIT ?",
-                (*args, last, batch),
-            ).fetchall()
+            rows = self._after(self.plan(query), last, batch)
             for row in rows:
-                yield StoredResource(row[1], row[2], row[3], row[4], row[6], row[5])
+                yield _stored(row[1:])
             if len(rows) < batch:
                 return
             last = rows[-1][0]
+
+    def _after(self, plan: Plan, after: int, limit: int) -> list[Any]:
+        sql = (f"SELECT {plan.key}, {_SELECT} FROM {plan.source} WHERE {plan.where_sql} "
+               f"AND {plan.key} > ? ORDER BY {plan.key} LIMIT ?")
+        extra = 0 if plan.driver_unique else 8
+        rows = self.store.reader().execute(sql, (*plan.args, after, limit + extra)).fetchall()
+        return _dedupe_adjacent(rows)[:limit] if extra else rows
+
+    def _before(self, plan: Plan, before: int, limit: int) -> list[Any]:
+        sql = (f"SELECT {plan.key}, {_SELECT} FROM {plan.source} WHERE {plan.where_sql} "
+               f"AND {plan.key} < ? ORDER BY {plan.key} DESC LIMIT ?")
+        extra = 0 if plan.driver_unique else 8
+        rows = self.store.reader().execute(sql, (*plan.args, before, limit + extra)).fetchall()
+        return _dedupe_adjacent(rows)[:limit] if extra else rows
 
     def page(self, query: SearchQuery, cursor: str | None) -> SearchPage:
         if query.summary == "count" or query.count == 0:
@@ -113,25 +112,16 @@ class SearchCompiler:
     # -- paging ------------------------------------------------------------------
 
     def _keyset_page(self, query: SearchQuery, state: dict[str, Any]) -> SearchPage:
-        where, args = self.where(query)
-        conn = self.store.reader()
+        plan = self.plan(query)
         limit = query.count
         if "b" in state:  # previous page: the `limit` rows before the first one shown
-            rows = conn.execute(
-                f"SELECT r.rid, {_SELECT} FROM resources r WHERE {where} AND r.rid < ? "
-                "ORDER BY r.rid DESC LIMIT ?",
-                (*args, int(state["b"]), limit + 1),
-            ).fetchall()
+            rows = self._before(plan, int(state["b"]), limit + 1)
             has_more_before = len(rows) > limit
             rows = list(reversed(rows[:limit]))
             has_more_after = True
         else:
             after = int(state.get("a", 0))
-            rows = conn.execute(
-                f"SELECT r.rid, {_SELECT} FROM resources r WHERE {where} AND r.rid > ? "
-                "ORDER BY r.rid LIMIT ?",
-                (*args, after, limit + 1),
-            ).fetchall()
+            rows = self._after(plan, after, limit + 1)
             has_more_after = len(rows) > limit
             rows = rows[:limit]
             has_more_before = after > 0
@@ -218,54 +208,21 @@ class SearchCompiler:
         order.append("r.rid")
         return " ".join(joins), ", ".join(order), args
 
-    # -- criteria ---------------------------------------------------------------
+    # -- plans -----------------------------------------------------------------
+
+    def plan(self, query: SearchQuery) -> Plan:
+        return build_plan(self.store.pid, query)
 
     def where(self, query: SearchQuery) -> tuple[str, list[Any]]:
-        clauses = ["r.type = ?", "r.content IS NOT NULL"]
-        args: list[Any] = [query.resource_type]
-        for criterion in query.criteria:
-            sql, cargs = self._criterion(query.resource_type, criterion)
-            clauses.append(sql)
-            args.extend(cargs)
-        return " AND ".join(clauses), args
-
-    def _criterion(self, rtype: str, c: Criterion) -> tuple[str, list[Any]]:
-        if c.type == "id":
-            marks = ",".join("?" * len(c.values))
-            return f"r.id IN ({marks})", list(c.values)
-        if c.type == "lastUpdated":
-            ors, args = [], []
-            for v in c.values:
-                assert isinstance(v, DateValue)
-                sql, a = _date_sql(v, "r.updated", "(r.updated + 1)")
-                ors.append(sql)
-                args.extend(a)
-            return "(" + " OR ".join(ors) + ")", args
-        pid = self.store.pid(rtype, c.name)
-        table = _TABLE[c.type]
-        if c.modifier == "missing":
-            op = "NOT IN" if c.missing else "IN"
-            return f"r.rid {op} (SELECT rid FROM {table} WHERE pid = ?)", [pid or -1]
-        if c.modifier == "text" and c.type == "token":
-            ors = ["(text >= ? AND text < ?)" for _ in c.values]
-            args: list[Any] = [pid or -1]
-            for v in c.values:
-                norm = normalise_string(str(v))
-                args.extend([norm, norm + "\U0010ffff"])
-            sub = f"SELECT rid FROM sp_token_text WHERE pid = ? AND ({' OR '.join(ors)})"
-            return f"r.rid IN ({sub})", args
-        ors, args = [], [pid or -1]
-        for v in c.values:
-            sql, a = _VALUE_SQL[c.type](v, c)
-            ors.append(sql)
-            args.extend(a)
-        op = "NOT IN" if c.modifier == "not" else "IN"
-        return f"r.rid {op} (SELECT rid FROM {table} WHERE pid = ? AND ({' OR '.join(ors)}))", args
+        """A WHERE condition on ``resources r`` alone (used by snapshots)."""
+        plan = self.plan(query)
+        if plan.driver_table is None:
+            return plan.where_sql, plan.args
+        sub = f"SELECT d.rid FROM {plan.source} WHERE {plan.where_sql}"
+        return f"r.rid IN ({sub})", plan.args
 
 
 def query_param(rtype: str, code: str) -> Any:
-    from healthmesh.fhir.search_params import search_params
-
     return search_params(rtype)[code]
 
 
@@ -284,106 +241,10 @@ def _stored(row: tuple[Any, ...]) -> StoredResource:
     return StoredResource(row[0], row[1], row[2], row[3], row[5], row[4])
 
 
-def _date_sql(v: DateValue, lo: str = "lo", hi: str = "hi") -> tuple[str, list[Any]]:
-    p = v.prefix
-    if p == "eq":
-        return f"({lo} >= ? AND {hi} <= ?)", [v.lo, v.hi]
-    if p == "ne":
-        return f"NOT ({lo} >= ? AND {hi} <= ?)", [v.lo, v.hi]
-    if p == "gt":
-        return f"{hi} > ?", [v.hi]
-    if p == "lt":
-        return f"{lo} < ?", [v.lo]
-    if p == "ge":
-        return f"{hi} > ?", [v.lo]
-    if p == "le":
-        return f"{lo} < ?", [v.hi]
-    if p == "sa":
-        return f"{lo} >= ?", [v.hi]
-    if p == "eb":
-        return f"{hi} <= ?", [v.lo]
-    # ap: overlap with the value widened by 10% of its distance from now (at least a day)
-    now = int(time.time() * 1_000_000)
-    width = max(86_400_000_000, abs(now - v.lo) // 10)
-    return f"({lo} < ? AND {hi} > ?)", [v.hi + width, v.lo - width]
-
-
-def _number_sql(n: NumberValue, col: str = "value") -> tuple[str, list[Any]]:
-    p = n.prefix
-    if p == "eq":
-        return f"({col} >= ? AND {col} < ?)", [n.lo, n.hi]
-    if p == "ne":
-        return f"NOT ({col} >= ? AND {col} < ?)", [n.lo, n.hi]
-    if p in ("gt", "sa"):
-        return f"{col} > ?", [n.value]
-    if p in ("lt", "eb"):
-        return f"{col} < ?", [n.value]
-    if p == "ge":
-        return f"{col} >= ?", [n.value]
-    if p == "le":
-        return f"{col} <= ?", [n.value]
-    spread = abs(n.value) * 0.1
-    return f"({col} >= ? AND {col} <= ?)", [n.value - spread, n.value + spread]
-
-
-def _token_sql(v: object, c: Criterion) -> tuple[str, list[Any]]:
-    assert isinstance(v, TokenValue)
-    if v.system is None:
-        return "code = ?", [v.code]
-    if v.code is None:
-        return "system = ?", [v.system]
-    return "(code = ? AND system = ?)", [v.code, v.system]
-
-
-def _string_sql(v: object, c: Criterion) -> tuple[str, list[Any]]:
-    text = str(v)
-    if c.modifier == "exact":
-        return "exact = ?", [text]
-    norm = normalise_string(text)
-    if c.modifier == "contains":
-        escaped = norm.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return "norm LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
-    return "(norm >= ? AND norm < ?)", [norm, norm + "\U0010ffff"]
-
-
-def _reference_sql(v: object, c: Criterion) -> tuple[str, list[Any]]:
-    assert isinstance(v, ReferenceValue)
-    if v.url is not None and v.id is None:
-        return "raw = ?", [v.url]
-    rtype = v.type or (c.modifier if c.modifier and c.modifier[:1].isupper() else None)
-    if rtype is None:
-        return "tid = ?", [v.id]
-    return "(tid = ? AND ttype = ?)", [v.id, rtype]
-
-
-def _quantity_sql(v: object, c: Criterion) -> tuple[str, list[Any]]:
-    assert isinstance(v, QuantityValue)
-    sql, args = _number_sql(v.number)
-    if v.system is not None and v.code is not None:
-        return f"({sql} AND system = ? AND code = ?)", [*args, v.system, v.code]
-    if v.code is not None:
-        return f"({sql} AND (code = ? OR unit = ?))", [*args, v.code, v.code]
-    if v.system is not None:
-        return f"({sql} AND system = ?)", [*args, v.system]
-    return sql, args
-
-
-def _uri_sql(v: object, c: Criterion) -> tuple[str, list[Any]]:
-    text = str(v)
-    if c.modifier == "below":
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return "value LIKE ? ESCAPE '\\'", [escaped + "%"]
-    if c.modifier == "above":
-        return "? LIKE (value || '%')", [text]
-    return "value = ?", [text]
-
-
-_VALUE_SQL = {
-    "token": _token_sql,
-    "string": _string_sql,
-    "date": lambda v, c: _date_sql(v),
-    "reference": _reference_sql,
-    "quantity": _quantity_sql,
-    "number": lambda v, c: _number_sql(v),
-    "uri": _uri_sql,
-}
+def _dedupe_adjacent(rows: list[Any]) -> list[Any]:
+    """Drop repeated row ids (a resource matching its driver twice); rows are rid-ordered."""
+    out: list[Any] = []
+    for row in rows:
+        if not out or out[-1][0] != row[0]:
+            out.append(row)
+    return out
