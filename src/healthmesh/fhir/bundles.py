@@ -83,6 +83,7 @@ def _prepare_entry(
         if prepared.existing is not None:
             prepared.rid = prepared.existing.id
         else:
+            assert isinstance(resource, dict)
             prepared.rid = _post_id(entry, resource, preserve_ids)
     else:  # PUT
         prepared.if_match = request.get("ifMatch")

@@ -24,8 +24,9 @@ strings/objects/arrays and no nulls (FHIR JSON rules, ele-1); required bindings 
 value set can be expanded locally; Reference.reference format and target types, and
 that local ``#id`` references resolve to a contained resource (ref-1); Extension
 structure (``url``, one ``value[x]``, ext-1); contained, Bundle and Parameters resources
-recursively (a contained resource may not itself contain resources, dom-2); a nesting
-depth limit (:data:`MAX_DEPTH`).
+recursively (a contained resource may not contain resources, meta.versionId,
+meta.lastUpdated or security labels: dom-2, dom-4, dom-5); a nesting depth limit
+(:data:`MAX_DEPTH`).
 
 Issue codes: ``structure`` for unknown properties, wrong JSON types, nulls, empty
 objects/arrays and arrays where a single value is expected (and the reverse);
@@ -86,6 +87,7 @@ _LINEAR_REGEX = {
     # input; this is the same language without the ambiguity.
     "base64Binary": r"\s*(?:[0-9a-zA-Z+/=]{4}\s*)+",
 }
+_PRINTABLE_REGEX = r"[ \r\n\t\S]+"
 _NON_CAPTURING = re.compile(r"(?<!\\)\((?!\?)")
 _DAY = "(0[1-9]|[1-2][0-9]|3[0-1])"
 _SAFE_DAY = "(0[1-9]|1[0-9]|2[0-8])"
@@ -108,6 +110,8 @@ _CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?\S.*", re.ASCII | re.DOTALL)
 _UUID = re.compile(
     r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII
 ).fullmatch
+_RARE_KEYS = frozenset(("id", "extension", "modifierExtension"))
+_NOT_IN_CONTAINED_META = {"versionId": "dom-4", "lastUpdated": "dom-4", "security": "dom-5"}
 _XHTML_DIV = re.compile(r"\s*<div[\s>]", re.ASCII).match
 
 
@@ -156,7 +160,7 @@ class _Primitive:
         if not value:
             return False
         fast = self.fast
-        if fast is not None and fast(value) is not None and len(value) <= self.max_length:
+        if fast is not None and fast(value) and len(value) <= self.max_length:
             ok = True
         else:
             ok = self.valid(value)
@@ -168,7 +172,9 @@ class _Primitive:
 
 
 def _fast_matcher(name: str, source: str) -> Any:
-    """A regex matching a subset of valid values cheaply; others take the precise path."""
+    """A cheap test passing a subset of valid values; others take the precise path."""
+    if source == _PRINTABLE_REGEX:  # string, markdown: isprintable() has no \x0b, \x0c
+        return str.isprintable
     if name == "base64Binary":
         return re.compile(r"(?:[0-9a-zA-Z+/=]{4})+", re.ASCII).fullmatch
     source = _NON_CAPTURING.sub("(?:", source.replace(_DAY, _SAFE_DAY))
@@ -364,6 +370,7 @@ class _FastPath:
         self._lock = threading.Lock()
         self._functions: dict[str, Any] = {}
         self._consts: dict[int, str] = {}
+        self._known: dict[frozenset[str] | None, dict[str, Any]] = {}
         builtins = {f.__name__: f for f in (type, str, dict, list, int, float, len)}
         self._ns: dict[str, Any] = {
             "__builtins__": builtins,
@@ -391,29 +398,55 @@ class _FastPath:
         rt = res.get("resourceType")
         if type(rt) is not str or rt not in self._m.resources or "contained" in res:
             return False
+        meta = res.get("meta")
+        if type(meta) is dict and any(key in meta for key in _NOT_IN_CONTAINED_META):
+            return False
         fn = self._functions.get(rt) or self._compile(rt)
         return fn(res, depth, scope)  # type: ignore[no-any-return]
 
-    def _reference(self, ref: dict[str, Any], targets: Any, scope: list[Any]) -> bool:
-        """Relative, ``urn:uuid:``, local and (if allowed) conditional references."""
+    def _reference(
+        self, ref: dict[str, Any], targets: Any, known: dict[str, Any], scope: list[Any]
+    ) -> bool:
+        """Relative, ``urn:uuid:``, local and (if allowed) conditional references.
+
+        ``known`` remembers, for the targets of one element, references already found
+        valid: reference -> (target type or "" when unknown, whether it is conditional).
+        """
         r = ref.get("reference")
         if r is None:
             return True
-        if r.startswith("urn:uuid:"):
-            return _UUID(r) is not None
-        if r[0] == "#":
-            if r != "#" and _ID.fullmatch(r, 1) is None:
+        hit = known.get(r)
+        if hit is None:
+            if r[0] == "#":
+                if r != "#" and _ID.fullmatch(r, 1) is None:
+                    return False
+                scope.append((r[1:], targets))
+                return True
+            hit = self._target(r, targets)
+            if hit is None:
                 return False
-            scope.append((r[1:], targets))
-            return True
-        m = _RELATIVE.fullmatch(r) or (_CONDITIONAL.fullmatch(r) if scope[0] else None)
-        if m is None:
-            return False
-        found = m.group(1)
-        if found not in self._m.resources or (targets is not None and found not in targets):
+            if len(known) >= _SEEN_SIZE:
+                known.clear()
+            known[r] = hit
+        found, conditional = hit
+        if conditional and not scope[0]:
             return False
         kind = ref.get("type")
-        return kind is None or kind == found
+        return kind is None or (found != "" and kind == found)
+
+    def _target(self, r: str, targets: Any) -> tuple[str, bool] | None:
+        if r.startswith("urn:uuid:"):
+            return ("", False) if _UUID(r) is not None else None
+        m = _RELATIVE.fullmatch(r)
+        conditional = m is None
+        if conditional:
+            m = _CONDITIONAL.fullmatch(r)
+            if m is None:
+                return None
+        found = m.group(1)
+        if found not in self._m.resources or (targets is not None and found not in targets):
+            return None
+        return found, conditional
 
     # ----------------------------------------------------------------- code generation
 
@@ -449,7 +482,8 @@ class _FastPath:
         lines = [f"def {_fn_name(td.name)}(o, d, c):", "    if d >= MAX_DEPTH:"]
         lines += ["        return False", *(f"    g_{g} = 0" for g in groups)]
         lines.append("    for k, x in o.items():")
-        if len(keys) <= 8:  # a chain of string comparisons
+        if len(keys) <= 8:  # a chain of string comparisons, rarely used keys last
+            keys.sort(key=lambda k: k in _RARE_KEYS)
             for n, key in enumerate(keys):
                 lines.append(f"        {'elif' if n else 'if'} k == {key!r}:")
                 lines += self._check(td.props[key], 12, todo)
@@ -530,7 +564,8 @@ class _FastPath:
         todo.append(p.td.name)
         test = f"type({v}) is not dict or not {v} or not {_fn_name(p.td.name)}({v}, d + 1, c)"
         if p.post == _REFERENCE:
-            test += f" or not _reference({v}, {self._const(p.targets)}, c)"
+            known = self._const(self._known.setdefault(p.targets, {}))
+            test += f" or not _reference({v}, {self._const(p.targets)}, {known}, c)"
         elif p.post == _CODING:
             test += f" or not _coding({v}, {self._const(p.systems)})"
         elif p.post == _CODEABLE:
@@ -589,9 +624,7 @@ class _Walk:
             return
         here = rt if path is None else path
         if shared:
-            if "contained" in res:
-                msg = "A contained resource cannot contain resources (dom-2)"
-                self.error("invalid", msg, here + ".contained")
+            self._contained_rules(res, here)
             self._object(res, td, here, depth)
             return
         outer, self.local_refs = self.local_refs, []
@@ -599,6 +632,17 @@ class _Walk:
         if self.local_refs:
             self._resolve_local(res, rt)
         self.local_refs = outer
+
+    def _contained_rules(self, res: dict[str, Any], here: str) -> None:
+        """dom-2, dom-4 and dom-5: what a contained resource cannot have."""
+        if "contained" in res:
+            msg = "A contained resource cannot contain resources (dom-2)"
+            self.error("invalid", msg, here + ".contained")
+        meta = res.get("meta")
+        for key, rule in _NOT_IN_CONTAINED_META.items():
+            if isinstance(meta, dict) and key in meta:
+                msg = f"A contained resource cannot have meta.{key} ({rule})"
+                self.error("invalid", msg, f"{here}.meta.{key}")
 
     def _bad_resource_type(self, rt: Any, path: str | None) -> None:
         where = path or "resourceType"
@@ -650,6 +694,8 @@ class _Walk:
                     self._value(p, item, obj, path, index, depth)
                 if p.kind == _ELEMENT:
                     self._aligned(p, obj, path)
+                if 1 < p.high < len(value):
+                    self.error("invalid", f"At most {p.high} values allowed", f"{path}.{p.seg}")
             else:
                 self._not_array(p, value, obj, path, depth)
         self._required(obj, td, path)
@@ -728,7 +774,7 @@ class _Walk:
                 self.error("required", f"Missing required element {seg!r}", f"{path}.{seg}")
 
     def _extension(self, obj: dict[str, Any], path: str) -> None:
-        has_value = any(k.startswith(("value", "_value")) for k in obj)
+        has_value = any(type(k) is str and k.startswith(("value", "_value")) for k in obj)
         if has_value and "extension" in obj:
             msg = "An extension cannot have both extensions and a value[x] (ext-1)"
             self.error("invalid", msg, path)
@@ -752,7 +798,9 @@ class _Walk:
             self.error("value", f"{value!r} is not a valid decimal", loc)
 
     def _wrong_json(self, prim: _Primitive, want: str, value: Any, loc: str) -> None:
-        found = f"{_json_name(value)} {_short(value)}"
+        found = _json_name(value)
+        if isinstance(value, str | bool | int | float):
+            found += " " + _short(value)
         self.error("structure", f"{prim.name} must be a JSON {want}, found {found}", loc)
 
     def _integer(self, prim: _Primitive, value: float, loc: str) -> None:
@@ -904,6 +952,14 @@ def validate(
     if _default is None:
         _default = Validator()
     return _default.validate(resource, allow_conditional_references=allow_conditional_references)
+
+
+def _clear_caches() -> None:
+    """Forget the valid values remembered so far (for benchmarks and tests)."""
+    for primitive in _load().primitives.values():
+        primitive.seen.clear()
+    for known in _fast_path()._known.values():
+        known.clear()
 
 
 def resource_types() -> frozenset[str]:

@@ -426,7 +426,8 @@ class SQLiteStore:
         count: int = 100,
         offset: int = 0,
     ) -> list[HistoryEntry]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if rtype is not None:
             where.append("type=?")
             args.append(rtype)

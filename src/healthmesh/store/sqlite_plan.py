@@ -170,13 +170,11 @@ def _exists_form(c: Criterion, table: str, pid: int) -> tuple[str, list[Any]] | 
         sql, args = _ors([_VALUE_SQL[c.type](v, c) for v in c.values])
         return f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND x.pid = ? AND {sql})", \
             [pid, *args]
-    if c.type == "token" and all(
-        isinstance(v, TokenValue) and v.system is not None and v.code for v in c.values
-    ):
+    tokens = [v for v in c.values if isinstance(v, TokenValue) and v.system is not None and v.code]
+    if c.type == "token" and len(tokens) == len(c.values):
         one = "EXISTS (SELECT 1 FROM sp_token x WHERE x.pid = ? AND x.code = ? AND x.system = ? " \
             "AND x.rid = r.rid)"
-        parts = [(one, [pid, v.code, v.system]) for v in c.values]  # type: ignore[union-attr]
-        return _ors(parts)
+        return _ors([(one, [pid, v.code, v.system]) for v in tokens])
     return None
 
 
