@@ -14,9 +14,16 @@ Reads the FHIR R4 (4.0.1) StructureDefinitions, ValueSets and CodeSystems and wr
   or ``Resource`` for contained resources), the URL of its required-strength value set
   when that value set could be expanded, and the allowed reference target types;
 * ``valueSets``: the expansion of every required value set that can be expanded
-  locally, as ``{system: [codes]}``;
+  locally (from ``valuesets.json`` and ``v3-codesystems.json``: whole code systems
+  including nested concepts, listed concepts, imported value sets, excludes), as
+  ``{system: [codes]}``;
 * ``unexpandedValueSets``: the required value sets that cannot be expanded locally,
-  with the reason (external code systems such as UCUM, BCP-13 mime types, ISO 4217).
+  with the reason (external code systems such as UCUM, BCP-13 mime types, ISO 4217;
+  filters).
+
+Details taken from the definitions: a resource's ``id`` has type ``id`` (its definition
+says ``System.String``); a core profile on a type wins (``Quantity`` profiled as
+``SimpleQuantity`` has no ``comparator``); elements with max ``0`` are left out.
 
 The output is deterministic (sorted keys, gzip without timestamp)::
 
@@ -58,7 +65,7 @@ JSON_TYPES = {
     "decimal": "decimal",
 }
 BINDABLE = {"code", "Coding", "CodeableConcept"}
-TERMINOLOGY_FILES = ("valuesets.json", "v3-codesystems.json", "v2-tables.json")
+TERMINOLOGY_FILES = ("valuesets.json", "v3-codesystems.json")
 
 
 def load_bundle(path: Path) -> list[dict[str, Any]]:
@@ -100,11 +107,11 @@ def primitive_spec(sd: dict[str, Any]) -> dict[str, Any]:
 
 def type_code(t: dict[str, Any]) -> str:
     """The FHIR type name of an ElementDefinition.type entry."""
-    code = t["code"]
+    code = str(t["code"])
     if code in SYSTEM_TYPES:
         for ext in t.get("extension", []):
             if ext["url"] == EXT_FHIR_TYPE:
-                return ext.get("valueUrl") or ext.get("valueUri")
+                return str(ext.get("valueUrl") or ext.get("valueUri"))
         return SYSTEM_TYPES[code]
     return code
 
@@ -112,7 +119,7 @@ def type_code(t: dict[str, Any]) -> str:
 def model_type(t: dict[str, Any], known: set[str]) -> str:
     """The model type of a type entry: a core profile on the type (SimpleQuantity) wins."""
     for profile in t.get("profile", []):
-        name = profile.removeprefix(SD_PREFIX)
+        name = str(profile).removeprefix(SD_PREFIX)
         if profile.startswith(SD_PREFIX) and name in known:
             return name
     return type_code(t)
@@ -131,7 +138,7 @@ def required_value_set(el: dict[str, Any]) -> str | None:
     binding = el.get("binding")
     if not binding or binding.get("strength") != "required" or "valueSet" not in binding:
         return None
-    return binding["valueSet"].split("|", 1)[0]
+    return str(binding["valueSet"]).split("|", 1)[0]
 
 
 def element_entries(
@@ -160,8 +167,8 @@ def element_entries(
     if sd["kind"] == "resource" and path == sd["type"] + ".id":
         yield {"name": name, "type": "id", **base}
         return
-    if types and types[0]["code"] in ("BackboneElement", "Element") and path != sd["type"]:
-        yield {"name": name, "type": path, **base}
+    if types and types[0]["code"] in ("BackboneElement", "Element"):
+        yield {"name": name, "type": path, **base}  # a backbone element, defined by its path
         return
     yield _typed({"name": name, **base}, types[0], vs, known)
 
@@ -169,12 +176,14 @@ def element_entries(
 def _typed(
     entry: dict[str, Any], t: dict[str, Any], vs: str | None, known: set[str]
 ) -> dict[str, Any]:
+    """Add type, required value set and reference targets to an element entry."""
     entry["type"] = model_type(t, known)
     code = type_code(t)
     if vs and code in BINDABLE:
         entry["valueSet"] = vs
-    if code == "Reference" and targets(t):
-        entry["targets"] = targets(t)
+    allowed = targets(t) if code == "Reference" else None
+    if allowed:
+        entry["targets"] = allowed
     return entry
 
 

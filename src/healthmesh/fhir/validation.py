@@ -142,7 +142,7 @@ class _Primitive:
             self.fast = _fast_matcher(name, source)
         self.max_length = spec.get("maxLength") or sys.maxsize
         self.low, self.high = _INT_RANGES.get(name, (0, 0))
-        self.calendar = bool(source) and _DAY in source
+        self.calendar = source is not None and _DAY in source
         self.seen: set[str] = set()
 
     def valid(self, value: str) -> bool:
@@ -439,10 +439,9 @@ class _FastPath:
             return ("", False) if _UUID(r) is not None else None
         m = _RELATIVE.fullmatch(r)
         conditional = m is None
-        if conditional:
-            m = _CONDITIONAL.fullmatch(r)
-            if m is None:
-                return None
+        m = m or _CONDITIONAL.fullmatch(r)
+        if m is None:
+            return None
         found = m.group(1)
         if found not in self._m.resources or (targets is not None and found not in targets):
             return None
@@ -622,7 +621,7 @@ class _Walk:
         if td is None:
             self._bad_resource_type(rt, path)
             return
-        here = rt if path is None else path
+        here = td.name if path is None else path
         if shared:
             self._contained_rules(res, here)
             self._object(res, td, here, depth)
@@ -630,7 +629,7 @@ class _Walk:
         outer, self.local_refs = self.local_refs, []
         self._object(res, td, here, depth)
         if self.local_refs:
-            self._resolve_local(res, rt)
+            self._resolve_local(res, td.name)
         self.local_refs = outer
 
     def _contained_rules(self, res: dict[str, Any], here: str) -> None:

@@ -25,10 +25,7 @@ Result = tuple[str, list[tuple[int, Outcome]]]
 def _init_worker() -> None:
     import signal
 
-    from healthmesh.ingest.worker import warm_up
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
-    warm_up()
 
 
 def _run(source: str, lines: list[tuple[int, bytes]]) -> Result:
@@ -52,7 +49,7 @@ class Pipeline:
     def _get_pool(self) -> Pool:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["healthmesh.ingest.worker"])
+            ctx.set_forkserver_preload(["healthmesh.ingest._preload"])
             self._pool = ctx.Pool(self.workers, initializer=_init_worker)
         return self._pool
 

@@ -27,9 +27,12 @@ _CONDITIONAL = re.compile(rb'"reference"\s*:\s*"[A-Za-z]+\?')
 
 
 def warm_up() -> None:
-    """Load the lazily built FHIR model now (in the forkserver, before workers fork)."""
-    resource_types()
-    validate({"resourceType": "Patient", "id": "warm-up"})
+    """Build the lazily compiled FHIR model and checks for every resource type now.
+
+    Run once in the forkserver, so every worker forked from it starts warm.
+    """
+    for rtype in sorted(resource_types()):
+        validate({"resourceType": rtype, "id": "warm-up"})
     prepare({"resourceType": "Patient", "id": "warm-up"})
 
 
