@@ -213,3 +213,41 @@ def _assert_index_consistent(node: Any, expected: int) -> None:
 
     query = parse_search("Observation", [("code", "http://loinc.org|8867-4")])
     assert node.store.count(query) == expected
+
+
+def test_worker_processes_and_inline_load_the_same(make_node: Any, tmp_path: Path) -> None:
+    from healthmesh.ingest.loader import ingest
+
+    items: list[Any] = [obs(i, f"p{i % 7}") for i in range(3000)]
+    items[10] = {"resourceType": "Observation", "id": "bad", "status": "final"}
+    items[20] = {"resourceType": "Patient", "id": "p1", "gender": "female",
+                 "managingOrganization": {"reference": "Organization?identifier=urn:org|1"}}
+    items.insert(0, {"resourceType": "Organization", "id": "org1",
+                     "identifier": [{"system": "urn:org", "value": "1"}]})
+    source = ndjson(tmp_path / "mixed.ndjson", items)
+    results = []
+    for workers in (0, 2):
+        node = make_node(f"n{workers}")
+        stats = ingest(node, [source], rejects_path=tmp_path / f"rej{workers}.ndjson",
+                       workers=workers)
+        contents = {(s.type, s.id): s.resource() for s in _all(node)}
+        results.append((stats.created, stats.rejected, contents))
+    assert results[0][:2] == results[1][:2] == (3000, 1)
+    strip = _strip_server_meta
+    assert {k: strip(v) for k, v in results[0][2].items()} == \
+        {k: strip(v) for k, v in results[1][2].items()}
+    assert results[1][2][("Patient", "p1")]["managingOrganization"]["reference"] == \
+        "Organization/org1"
+
+
+def _all(node: Any) -> list[Any]:
+    from healthmesh.fhir.search_query import parse_search
+
+    out = []
+    for rtype in node.store.counts():
+        out.extend(node.store.stream(parse_search(rtype, [])))
+    return out
+
+
+def _strip_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}

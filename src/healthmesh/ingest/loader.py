@@ -36,6 +36,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_JSON_FILE_BYTES = 1024 * 1024 * 1024
 CHUNK_LINES = 500
+PARALLEL_FROM_BYTES = 8 * 1024 * 1024
 
 Progress = Callable[[int], None]
 
@@ -99,7 +100,10 @@ def ingest(
     files = input_files(paths)
     stats = IngestStats(files=len(files))
     rejects = RejectsFile(rejects_path)
-    workers = node.settings.ingest_workers if workers is None else workers
+    if workers is None:
+        ndjson_bytes = sum(p.stat().st_size for p, kind in files if kind == "ndjson")
+        # starting worker processes costs about a second: not worth it for small inputs
+        workers = node.settings.ingest_workers if ndjson_bytes > PARALLEL_FROM_BYTES else 0
     with Pipeline(workers) as pipeline:
         loader = _Loader(node, stats, rejects, progress, on_reject, pipeline)
         try:
