@@ -7,6 +7,7 @@ or, with ``--json``, one JSON object) and exit with a stable code from
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import date
 from enum import IntEnum
@@ -247,7 +248,7 @@ def synth(
 @app.command()
 def demo(
     folder: Annotated[Path, typer.Argument(help="Node folder for the demo.")] = Path("demo-node"),
-    patients: Annotated[int, typer.Option(help="Synthetic persons to generate.", min=1)] = 300,
+    patients: Annotated[int, typer.Option(help="Synthetic persons to generate.", min=1)] = 500,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
@@ -264,8 +265,10 @@ def demo(
         _fail(str(exc), ExitCode.CONFIG)
     if not node.store.counts():
         data = folder / "synth"
-        console.print(f"generating {patients} synthetic persons into {data} ...")
-        generate(data, patients=patients, sites=["hospital"], seed=seed)
+        if not (data / "manifest.json").exists():
+            console.print(f"generating {patients} synthetic persons into {data} ...")
+            shutil.rmtree(data, ignore_errors=True)  # a half-written earlier attempt
+            generate(data, patients=patients, sites=["hospital"], seed=seed)
         console.print("loading the hospital's records into the node ...")
         stats = run_ingest(node, [data / "hospital"], rejects_path=folder / "rejects/demo.ndjson")
         _report_ingest(stats, json_out=False)
