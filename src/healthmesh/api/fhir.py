@@ -178,7 +178,7 @@ def everything_route(request: Request, rid: str) -> Response:
 
 def everything(request: Request, rid: str) -> Response:
     service = _service(request)
-    entries = [_entry(request, s, "match") for s in service.everything(rid)]
+    entries = _entries(request, list(service.everything(rid)), "match")
     bundle = _bundle_bytes("searchset", entries, len(entries), [("self", str(request.url))])
     return fhir_response(bundle)
 
@@ -232,8 +232,8 @@ def _searchset(
         links.append(
             ("previous", f"{base}?{urlencode([*params, ('_cursor', page.prev_cursor)])}")
         )
-    entries = [_entry(request, s, "match", query) for s in page.matches]
-    entries += [_entry(request, s, "include", query) for s in page.included]
+    entries = _entries(request, page.matches, "match", query)
+    entries += _entries(request, page.included, "include", query)
     if query.warnings:
         outcome = operation_outcome(query.warnings)
         entries.append(
@@ -245,19 +245,24 @@ def _searchset(
     return _bundle_bytes("searchset", entries, total, links)
 
 
-def _entry(
-    request: Request, stored: StoredResource, mode: str, query: SearchQuery | None = None
-) -> bytes:
-    full_url = f"{base_url(request)}/{stored.type}/{stored.id}"
-    if query is not None and (query.elements or query.summary in ("true", "text", "data")):
-        content = orjson.dumps(shape_resource(stored.resource(), query))
-    else:
-        assert stored.content is not None
-        content = stored.content
-    return (
-        b'{"fullUrl":' + orjson.dumps(full_url) + b',"resource":' + content
-        + b',"search":{"mode":"' + mode.encode() + b'"}}'
-    )
+def _entries(
+    request: Request, items: list[StoredResource], mode: str, query: SearchQuery | None = None
+) -> list[bytes]:
+    """Bundle entries assembled from the stored JSON bytes (no re-parsing)."""
+    base = orjson.dumps(base_url(request) + "/")[:-1]  # '"http://host/fhir/' (JSON-escaped)
+    tail = b'},"search":{"mode":"' + mode.encode() + b'"}}'
+    shaped = query is not None and (query.elements or query.summary in ("true", "text", "data"))
+    out = []
+    for stored in items:
+        if shaped:
+            assert query is not None
+            content = orjson.dumps(shape_resource(stored.resource(), query))
+        else:
+            assert stored.content is not None
+            content = stored.content
+        ref = orjson.dumps(f"{stored.type}/{stored.id}")[1:]  # 'Type/id"'
+        out.append(b'{"fullUrl":' + base + ref + b',"resource":' + content + tail[1:])
+    return out
 
 
 def _bundle_bytes(

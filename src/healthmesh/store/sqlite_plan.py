@@ -18,6 +18,7 @@ Without a driver the first criterion is an ``IN`` (SQLite drives from it).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,11 @@ TABLE = {
     "number": "sp_number",
     "uri": "sp_uri",
 }
+_RESOLVE_IS = re.compile(r"resolve\(\) is ([A-Za-z]+)")
 _RID_INDEXED = {"date", "quantity", "number"}  # tables with an index on rid
+# Which criterion drives when no estimate decides: references (a patient's data) are
+# usually the most selective, then tokens with system and code, then exact strings and uris.
+_DRIVER_RANK = {"reference": 0, "token": 1, "string": 2, "uri": 3}
 
 
 @dataclass(slots=True)
@@ -66,12 +71,16 @@ class Plan:
         return " AND ".join(self.where)
 
 
-def build_plan(pid_of: Any, query: SearchQuery) -> Plan:
-    """Plan ``query``; ``pid_of(type, code)`` gives parameter ids (None if unknown)."""
+def build_plan(pid_of: Any, query: SearchQuery, estimate: Any = None) -> Plan:
+    """Plan ``query``; ``pid_of(type, code)`` gives parameter ids (None if unknown).
+
+    ``estimate(sql, args)``, when given, counts (up to a cap) the index rows a
+    criterion selects; with two or more indexed criteria the smallest one drives.
+    """
     rtype = query.resource_type
     plan = Plan()
-    criteria = list(query.criteria)
-    driver = next((c for c in criteria if _driver_form(rtype, c, pid_of)), None)
+    criteria = _order_criteria(rtype, list(query.criteria), pid_of, estimate)
+    driver = criteria[0] if criteria and _driver_form(rtype, criteria[0], pid_of) else None
     if driver is not None:
         criteria.remove(driver)
         table, sql, args, unique = _driver_form(rtype, driver, pid_of)  # type: ignore[misc]
@@ -90,6 +99,30 @@ def build_plan(pid_of: Any, query: SearchQuery) -> Plan:
         plan.where.append(sql)
         plan.args.extend(args)
     return plan
+
+
+def _order_criteria(
+    rtype: str, criteria: list[Criterion], pid_of: Any, estimate: Any
+) -> list[Criterion]:
+    """Most promising driver first: by estimated rows when possible, else by kind."""
+    indexed = [c for c in criteria if _estimable(c)]
+    if estimate is None or len(indexed) < 2:
+        ranked = sorted(criteria, key=lambda c: _DRIVER_RANK.get(c.type, 9))
+        drivers = [c for c in ranked if _driver_form(rtype, c, pid_of)]
+        return drivers[:1] + [c for c in criteria if c not in drivers[:1]]
+    sizes = {id(c): _estimate(rtype, c, pid_of, estimate) for c in indexed}
+    smallest = min(indexed, key=lambda c: (sizes[id(c)], _DRIVER_RANK.get(c.type, 9)))
+    return [smallest] + [c for c in criteria if c is not smallest]
+
+
+def _estimable(c: Criterion) -> bool:
+    return c.type in TABLE and c.modifier not in ("missing", "not", "text")
+
+
+def _estimate(rtype: str, c: Criterion, pid_of: Any, estimate: Any) -> int:
+    pid = pid_of(rtype, c.name) or -1
+    sql, args = _ors([_VALUE_SQL[c.type](v, c) for v in c.values])
+    return int(estimate(f"SELECT 1 FROM {TABLE[c.type]} WHERE pid = ? AND {sql}", [pid, *args]))
 
 
 # -- drivers ---------------------------------------------------------------------------
@@ -114,9 +147,10 @@ def _driver_form(
         return "sp_token", sql, [pid, v.code, v.system], True
     if c.type == "reference" and isinstance(v, ReferenceValue) and v.id:
         target = _reference_type(rtype, c, v)
-        if target is not None:
-            return "sp_reference", "d.pid = ? AND d.tid = ? AND d.ttype = ?", [pid, v.id, target], \
-                False
+        if target is None:  # rows of several target types: SQLite sorts them by rid
+            return "sp_reference", "d.pid = ? AND d.tid = ?", [pid, v.id], False
+        sql = "d.pid = ? AND d.tid = ? AND d.ttype = ?"
+        return "sp_reference", sql, [pid, v.id, target], False
     if c.type == "string" and c.modifier == "exact":
         text = str(v)
         return "sp_string", "d.pid = ? AND d.norm = ? AND d.exact = ?", \
@@ -132,8 +166,15 @@ def _reference_type(rtype: str, c: Criterion, v: ReferenceValue) -> str | None:
     if c.modifier and c.modifier[:1].isupper():
         return c.modifier
     param = search_params(rtype).get(c.name)
-    if param is not None and len(param.targets) == 1:
+    if param is None:
+        return None
+    if len(param.targets) == 1:
         return param.targets[0]
+    # e.g. "Observation.subject.where(resolve() is Patient)": every row is a Patient
+    found = _RESOLVE_IS.findall(param.expression)
+    branches = param.expression.count("|") + 1
+    if found and len(found) == branches and len(set(found)) == 1:
+        return str(found[0])
     return None
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchCompiler"]
 
 SNAPSHOT_TTL_S = 3600
+ESTIMATE_CAP = 5000
 
 _SELECT = "r.type, r.id, r.version, r.updated, r.patient, r.content"
 
@@ -165,7 +166,7 @@ class SearchCompiler:
 
     def _make_snapshot(self, query: SearchQuery) -> str:
         where, args = self.where(query)
-        joins, order, jargs = self._order(query)
+        joins, order, jargs, oargs = self._order(query)
         sid = secrets.token_hex(12)
         created = int(time.time())
         store = self.store
@@ -177,41 +178,51 @@ class SearchCompiler:
                 "INSERT INTO search_snapshots (sid, pos, rid, created) "
                 f"SELECT ?, row_number() OVER (ORDER BY {order}) - 1, r.rid, ? "
                 f"FROM resources r {joins} WHERE {where}",
-                (sid, created, *jargs, *args),
+                (sid, *oargs, created, *jargs, *args),
             )
         return sid
 
-    def _order(self, query: SearchQuery) -> tuple[str, str, list[Any]]:
+    def _order(self, query: SearchQuery) -> tuple[str, str, list[Any], list[Any]]:
+        """(joins, ORDER BY terms, join args, order args) for a sorted snapshot."""
         joins: list[str] = []
         order: list[str] = []
-        args: list[Any] = []
+        jargs: list[Any] = []
+        oargs: list[Any] = []
         for n, (code, desc) in enumerate(query.sort):
             direction = "DESC" if desc else "ASC"
-            if code == "_id":
-                order.append(f"r.id {direction}")
-                continue
-            if code == "_lastUpdated":
-                order.append(f"r.updated {direction}")
+            if code in ("_id", "_lastUpdated"):
+                order.append(f"{'r.id' if code == '_id' else 'r.updated'} {direction}")
                 continue
             param = query_param(query.resource_type, code)
             table = _TABLE[param.type]
-            column = _SORT_COLUMN[param.type]
             agg = "max" if desc else "min"
-            col = "hi" if (param.type == "date" and desc) else column
+            col = "hi" if (param.type == "date" and desc) else _SORT_COLUMN[param.type]
             pid = self.store.pid(query.resource_type, code) or -1
-            joins.append(
-                f"LEFT JOIN (SELECT rid, {agg}({col}) k FROM {table} WHERE pid=? GROUP BY rid) "
-                f"s{n} ON s{n}.rid = r.rid"
-            )
-            args.append(pid)
-            order.append(f"s{n}.k IS NULL, s{n}.k {direction}")
+            if param.type in ("date", "quantity", "number"):  # rid index: per-row lookup
+                key = f"(SELECT {agg}({col}) FROM {table} x WHERE x.rid = r.rid AND x.pid = ?)"
+                oargs.append(pid)
+            else:
+                joins.append(
+                    f"LEFT JOIN (SELECT rid, {agg}({col}) k FROM {table} WHERE pid=? "
+                    f"GROUP BY rid) s{n} ON s{n}.rid = r.rid"
+                )
+                jargs.append(pid)
+                key = f"s{n}.k"
+            order.append(f"{key} {direction} NULLS LAST")
         order.append("r.rid")
-        return " ".join(joins), ", ".join(order), args
+        return " ".join(joins), ", ".join(order), jargs, oargs
 
     # -- plans -----------------------------------------------------------------
 
     def plan(self, query: SearchQuery) -> Plan:
-        return build_plan(self.store.pid, query)
+        return build_plan(self.store.pid, query, self._estimate)
+
+    def _estimate(self, sql: str, args: list[Any]) -> int:
+        """Rows a criterion selects, counted up to ESTIMATE_CAP (a few ms at most)."""
+        row = self.store.reader().execute(
+            f"SELECT count(*) FROM ({sql} LIMIT {ESTIMATE_CAP})", args
+        ).fetchone()
+        return int(row[0])
 
     def where(self, query: SearchQuery) -> tuple[str, list[Any]]:
         """A WHERE condition on ``resources r`` alone (used by snapshots)."""
