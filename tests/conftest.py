@@ -16,6 +16,8 @@ import pytest
 from healthmesh.node import Node, init_node, open_node
 
 REPO = Path(__file__).resolve().parents[1]
+# A clinician's organisation reading for treatment: what most API tests act as.
+CLINICIAN = {"X-Requester": "Organization/test-hospital", "X-Purpose-Of-Use": "TREAT"}
 SHARED = REPO.parent / "shared"
 
 

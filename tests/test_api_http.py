@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from healthmesh.node import init_node
-from tests.conftest import LiveServer
+from tests.conftest import CLINICIAN, LiveServer
 
 pytestmark = pytest.mark.xdist_group("live-server")
 FHIR = {"content-type": "application/fhir+json"}
@@ -31,7 +31,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def http(live: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.base, timeout=30) as client:
+    with httpx.Client(base_url=live.base, timeout=30, headers=CLINICIAN) as client:
         yield client
 
 

@@ -9,12 +9,14 @@ from fhirclient.models.patient import Patient as FcPatient
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
+from tests.conftest import CLINICIAN
+
 pytestmark = pytest.mark.xdist_group("live-server")
 
 
 @pytest.fixture
 def fhirpy_client(empty_server):  # type: ignore[no-untyped-def]
-    return SyncFHIRClient(empty_server.base)
+    return SyncFHIRClient(empty_server.base, extra_headers=CLINICIAN)
 
 
 def test_fhirpy_create_read_update_delete(fhirpy_client: SyncFHIRClient) -> None:
@@ -60,7 +62,7 @@ def test_fhirpy_search_paging_and_count(fhirpy_client: SyncFHIRClient) -> None:
 
 
 def test_fhirpy_against_synthea(server) -> None:  # type: ignore[no-untyped-def]
-    client = SyncFHIRClient(server.base)
+    client = SyncFHIRClient(server.base, extra_headers=CLINICIAN)
     patients = client.resources("Patient").fetch_all()
     assert len(patients) == 16
     some = patients[0]
@@ -76,6 +78,7 @@ def test_fhirpy_against_synthea(server) -> None:  # type: ignore[no-untyped-def]
 
 def test_fhirclient_read_and_search(server) -> None:  # type: ignore[no-untyped-def]
     smart = fc_client.FHIRClient(settings={"app_id": "healthmesh-test", "api_base": server.base})
+    smart.server.session.headers.update(CLINICIAN)
     search = FcPatient.where(struct={"gender": "female"})
     females = list(search.perform_resources_iter(smart.server))
     assert females and all(p.gender == "female" for p in females)
@@ -91,6 +94,7 @@ def test_fhirclient_read_and_search(server) -> None:  # type: ignore[no-untyped-
 def test_fhirclient_create(empty_server) -> None:  # type: ignore[no-untyped-def]
     smart = fc_client.FHIRClient(settings={"app_id": "healthmesh-test",
                                            "api_base": empty_server.base})
+    smart.server.session.headers.update(CLINICIAN)
     patient = FcPatient({"name": [{"family": "Nakamura"}], "gender": "male"})
     response = patient.create(smart.server)
     assert response["resourceType"] == "Patient" and response["id"]

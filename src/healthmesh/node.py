@@ -5,6 +5,9 @@ Layout of a node folder::
     DIR/node.toml       settings ([node] table), written by ``healthmesh node init``
     DIR/store.sqlite    the FHIR store (SQLite, WAL mode)
     DIR/rejects/        rejected input from ``healthmesh ingest`` (NDJSON with reasons)
+    DIR/audit.sqlite    the hash-chained audit log
+    DIR/keys/           the node's signing key (mode 0600)
+    DIR/patient-tokens.json   hashes of patient access tokens
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from healthmesh.audit import AuditLog, load_or_create_node_key
+from healthmesh.consent.policy import Policy, load_policy
 from healthmesh.errors import ConfigError
 from healthmesh.fhir.service import FhirService
+from healthmesh.gate.egress import EgressGate
+from healthmesh.gate.requester import PatientTokens
+from healthmesh.gate.scopes import AccessScopes
 from healthmesh.settings import Settings, load_settings
 from healthmesh.store.sqlite import SQLiteStore
 
@@ -32,8 +40,13 @@ class Node:
     settings: Settings
     store: SQLiteStore
     fhir: FhirService
+    policy: Policy
+    audit: AuditLog
+    gate: EgressGate
+    patient_tokens: PatientTokens
 
     def close(self) -> None:
+        self.audit.close()
         self.store.close()
 
     def __enter__(self) -> Node:
@@ -69,5 +82,12 @@ def open_node(folder: Path, overrides: dict[str, Any] | None = None) -> Node:
             f"create one with 'healthmesh node init {folder}'"
         )
     settings = load_settings(folder, overrides)
+    policy_path = folder / settings.consent_policy if settings.consent_policy else None
+    policy = load_policy(policy_path)
     store = SQLiteStore(folder / STORE_FILE)
-    return Node(folder, settings, store, FhirService(store))
+    fhir = FhirService(store)
+    audit = AuditLog(folder, signing_key=load_or_create_node_key(folder))
+    scopes = AccessScopes(store, policy, settings.organization or None)
+    gate = EgressGate(fhir, scopes, audit, denied_status=settings.denied_status)
+    tokens = PatientTokens(folder / "patient-tokens.json")
+    return Node(folder, settings, store, fhir, policy, audit, gate, tokens)

@@ -30,6 +30,9 @@ class Settings:
     max_json_depth: int = 64
     default_page_size: int = 50
     strict_search: bool = False
+    organization: str = ""
+    denied_status: int = 404
+    consent_policy: str = ""
     ingest_batch_size: int = 2000
     ingest_workers: int = max(1, min(4, os.cpu_count() or 1))
 
@@ -41,6 +44,12 @@ SETTINGS_HELP: dict[str, str] = {
     "default_page_size": "Search page size when the request has no _count.",
     "strict_search": "Reject unknown search parameters with 400 even without "
     "'Prefer: handling=strict'.",
+    "organization": "Reference of the organisation running the node (Organization/<id>); "
+    "operations purposes (HOPERAT) are allowed for it alone.",
+    "denied_status": "HTTP status of a read the consent gate refuses: 404 (does not reveal "
+    "that the resource exists) or 403.",
+    "consent_policy": "Path of a TOML file overriding the network's default consent policy "
+    "per purpose of use (relative to the node folder).",
     "ingest_batch_size": "Resources written per atomic batch by 'healthmesh ingest'.",
     "ingest_workers": "Worker processes that parse, validate and index during ingest "
     "(0: do it all in the main process).",
@@ -91,4 +100,8 @@ def load_settings(folder: Path | None = None, overrides: dict[str, Any] | None =
             if key not in known:
                 raise ConfigError(f"unknown setting '{key}' in {source}")
             settings = replace(settings, **{key: _coerce(key, value, source)})
+    if settings.denied_status not in (403, 404):
+        raise ConfigError(
+            f"setting 'denied_status' must be 403 or 404, not {settings.denied_status}"
+        )
     return settings

@@ -20,7 +20,8 @@ from healthmesh.api.shaping import shape_resource
 from healthmesh.errors import Issue, MethodNotAllowed, NotFound, operation_outcome
 from healthmesh.fhir.bundles import process_bundle
 from healthmesh.fhir.search_query import SearchQuery
-from healthmesh.fhir.service import FhirService
+from healthmesh.gate.egress import GuardedRepository
+from healthmesh.gate.requester import requester_from_headers
 from healthmesh.node import Node
 from healthmesh.store.base import SearchPage, StoredResource
 from healthmesh.store.sqlite import instant
@@ -36,8 +37,11 @@ def _node(request: Request) -> Node:
     return node
 
 
-def _service(request: Request) -> FhirService:
-    return _node(request).fhir
+def _repo(request: Request) -> GuardedRepository:
+    """The consent-guarded, audited repository for this request's caller."""
+    node = _node(request)
+    requester = requester_from_headers(request.headers, node.patient_tokens)
+    return node.gate.for_request(requester)
 
 
 def base_url(request: Request) -> str:
@@ -96,7 +100,9 @@ def metadata(request: Request) -> Response:
 @router.post("/", include_in_schema=False)
 async def system_bundle(request: Request) -> Response:
     body = await read_json_body(request, _node(request).settings)
-    result = process_bundle(_service(request), body, base_url(request))
+    repo = _repo(request)
+    result = process_bundle(repo.fhir, body, base_url(request), read=repo.read,
+                            audit=repo.audit_bundle)
     return fhir_response(result)
 
 
@@ -124,9 +130,7 @@ async def search_post(request: Request, rtype: str) -> Response:
 @router.post("/{rtype}", summary="Create")
 async def create(request: Request, rtype: str) -> Response:
     body = await read_json_body(request, _node(request).settings)
-    result = _service(request).create(
-        rtype, body, if_none_exist=request.headers.get("if-none-exist")
-    )
+    result = _repo(request).create(rtype, body, request.headers.get("if-none-exist"))
     status = 201 if result.outcome == "created" else 200
     return _write_response(request, result.stored, status)
 
@@ -141,7 +145,7 @@ def type_history(request: Request, rtype: str) -> Response:
 
 @router.get("/{rtype}/{rid}", summary="Read")
 def read(request: Request, rtype: str, rid: str) -> Response:
-    stored = _service(request).read(rtype, rid)
+    stored = _repo(request).read(rtype, rid)
     body = _shape_single(request, stored)
     return fhir_response(body, 200, _resource_headers(stored))
 
@@ -149,14 +153,14 @@ def read(request: Request, rtype: str, rid: str) -> Response:
 @router.put("/{rtype}/{rid}", summary="Update (or create with this id)")
 async def update(request: Request, rtype: str, rid: str) -> Response:
     body = await read_json_body(request, _node(request).settings)
-    result = _service(request).update(rtype, rid, body, if_match=request.headers.get("if-match"))
+    result = _repo(request).update(rtype, rid, body, request.headers.get("if-match"))
     status = 201 if result.outcome == "created" else 200
     return _write_response(request, result.stored, status)
 
 
 @router.delete("/{rtype}/{rid}", summary="Delete")
 def delete(request: Request, rtype: str, rid: str) -> Response:
-    _service(request).delete(rtype, rid)
+    _repo(request).delete(rtype, rid)
     return Response(status_code=204)
 
 
@@ -167,7 +171,7 @@ def instance_history(request: Request, rtype: str, rid: str) -> Response:
 
 @router.get("/{rtype}/{rid}/_history/{vid}", summary="Version read")
 def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
-    stored = _service(request).vread(rtype, rid, vid)
+    stored = _repo(request).vread(rtype, rid, vid)
     return fhir_response(_shape_single(request, stored), 200, _resource_headers(stored))
 
 
@@ -177,8 +181,7 @@ def everything_route(request: Request, rid: str) -> Response:
 
 
 def everything(request: Request, rid: str) -> Response:
-    service = _service(request)
-    entries = _entries(request, list(service.everything(rid)), "match")
+    entries = _entries(request, _repo(request).everything(rid), "match")
     bundle = _bundle_bytes("searchset", entries, len(entries), [("self", str(request.url))])
     return fhir_response(bundle)
 
@@ -211,9 +214,9 @@ def _search(request: Request, rtype: str, params: list[tuple[str, str]]) -> Resp
     params = [(k, v) for k, v in params if k != "_cursor"]
     if not any(k == "_count" for k, _ in params):
         params.append(("_count", str(node.settings.default_page_size)))
-    service = node.fhir
-    query = service.parse(rtype, params, strict=strict)
-    page = service.search(query, cursor)
+    repo = _repo(request)
+    query = repo.parse(rtype, params, strict=strict)
+    page = repo.search(query, cursor)
     return fhir_response(_searchset(request, rtype, params, query, page))
 
 
@@ -292,7 +295,7 @@ def _history(request: Request, rtype: str | None, rid: str | None) -> Response:
             from healthmesh.errors import InvalidRequest
 
             raise InvalidRequest(f"Invalid _since '{params['_since']}'") from None
-    entries_list = _service(request).history(
+    entries_list = _repo(request).history(
         rtype, rid, count=min(count, 1000) + 1, offset=offset, since=since
     )
     more = len(entries_list) > count

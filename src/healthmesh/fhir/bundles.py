@@ -223,18 +223,28 @@ def _entry_path(index: int, expression: str | None) -> str:
     return f"Bundle.entry[{index}].resource.{expression.split('.', 1)[-1]}"
 
 
-def process_bundle(service: FhirService, bundle: Any, base_url: str = "") -> dict[str, Any]:
-    """Run a transaction or batch; returns the response Bundle."""
+def process_bundle(
+    service: FhirService, bundle: Any, base_url: str = "", *,
+    read: Any = None, audit: Any = None,
+) -> dict[str, Any]:
+    """Run a transaction or batch; returns the response Bundle.
+
+    ``read(type, id)`` serves GET entries (the egress gate's read, so a bundle cannot
+    bypass consent); ``audit(btype, written)`` records what the bundle wrote.
+    """
     btype, prepared = prepare_bundle(service, bundle)
     responses: list[dict[str, Any]] = [{} for _ in prepared]
     order = sorted(prepared, key=lambda p: _METHODS.index(p.method) if p.method in _METHODS else 9)
+    reader = read or service.read
     if btype == "transaction":
         with service.store.transaction():
             for item in order:
-                responses[item.index] = _apply(service, item, base_url)
+                responses[item.index] = _apply(service, item, base_url, reader)
     else:
         for item in order:
-            responses[item.index] = _apply_batch_entry(service, item, base_url)
+            responses[item.index] = _apply_batch_entry(service, item, base_url, reader)
+    if audit is not None:
+        audit(btype, [r["response"].get("location", "") for r in responses if "response" in r])
     return {
         "resourceType": "Bundle",
         "type": f"{btype}-response",
@@ -242,12 +252,14 @@ def process_bundle(service: FhirService, bundle: Any, base_url: str = "") -> dic
     }
 
 
-def _apply_batch_entry(service: FhirService, item: PreparedEntry, base_url: str) -> dict[str, Any]:
+def _apply_batch_entry(
+    service: FhirService, item: PreparedEntry, base_url: str, reader: Any
+) -> dict[str, Any]:
     if item.error is not None:
         return _error_entry(item.error)
     try:
         with service.store.transaction():
-            return _apply(service, item, base_url)
+            return _apply(service, item, base_url, reader)
     except FhirError as exc:
         return _error_entry(exc)
 
@@ -261,9 +273,11 @@ _REASON = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404
            409: "Conflict", 410: "Gone", 412: "Precondition Failed", 422: "Unprocessable Entity"}
 
 
-def _apply(service: FhirService, item: PreparedEntry, base_url: str) -> dict[str, Any]:
+def _apply(
+    service: FhirService, item: PreparedEntry, base_url: str, reader: Any
+) -> dict[str, Any]:
     if item.method == "GET":
-        return _apply_get(service, item)
+        return _apply_get(reader, item)
     if item.method == "DELETE":
         if item.rid is not None:
             service.store.delete(item.rtype, item.rid)
@@ -280,10 +294,10 @@ def _apply(service: FhirService, item: PreparedEntry, base_url: str) -> dict[str
     return _response(result.stored, status, base_url)
 
 
-def _apply_get(service: FhirService, item: PreparedEntry) -> dict[str, Any]:
+def _apply_get(reader: Any, item: PreparedEntry) -> dict[str, Any]:
     if item.rid is None:
         raise InvalidRequest("Search inside a bundle is not supported; read by id")
-    stored = service.read(item.rtype, item.rid)
+    stored = reader(item.rtype, item.rid)
     return {"resource": stored.resource(), "response": {"status": "200 OK",
             "etag": f'W/"{stored.version}"'}}
 

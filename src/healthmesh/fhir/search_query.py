@@ -133,6 +133,9 @@ class SearchQuery:
     include: list[Include] = field(default_factory=list)
     revinclude: list[Include] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    # An extra SQL condition on ``resources r`` set by the egress gate (never by a client):
+    # which patients' data this requester may see.
+    restrict: tuple[str, list[object]] | None = None
 
 
 def parse_search(

@@ -78,6 +78,10 @@ class FhirService:
                 f"{errors[0].expression or ''} {errors[0].message}".strip(),
                 errors,
             )
+        if resource.get("resourceType") == "Consent" and not conditional_refs:
+            from healthmesh.consent.parse import parse_consent
+
+            parse_consent(resource)  # a Consent the node cannot enforce is refused (ConsentError)
 
     # -- instance interactions -------------------------------------------------
 

@@ -80,6 +80,10 @@ class SQLiteStore:
         self._pending: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _a, _c in INDEX_TABLES}
         self._pending_rids: set[int] = set()
         self._pending_resources: list[tuple[Any, ...]] = []
+        # Called inside the transaction, just before COMMIT, with the patients whose
+        # Consent resources changed in it (the consent gate keeps its tables in step).
+        self.consent_hooks: list[Any] = []
+        self._consent_patients: set[str] = set()
         self._next_rid = 0
         try:
             self._writer = self._connect()
@@ -99,6 +103,7 @@ class SQLiteStore:
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA wal_autocheckpoint=20000")
         return conn
 
     def reader(self) -> sqlite3.Connection:
@@ -141,21 +146,25 @@ class SQLiteStore:
             self._tx_depth += 1
             try:
                 yield
+                if outer:  # still inside the transaction: hooks read what it wrote
+                    self._flush_pending()
+                    self._run_consent_hooks()
+                    self._writer.execute("COMMIT")
             except BaseException:
-                self._tx_depth -= 1
                 if outer:
                     self._rollback()
                 raise
-            self._tx_depth -= 1
-            if outer:
-                try:
-                    self._flush_pending()
-                    self._writer.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
+            finally:
+                self._tx_depth -= 1
+
+    def _run_consent_hooks(self) -> None:
+        if self._consent_patients:
+            patients, self._consent_patients = self._consent_patients, set()
+            for hook in self.consent_hooks:
+                hook(patients)
 
     def _rollback(self) -> None:
+        self._consent_patients = set()
         self._pending = {t: [] for t, _a, _c in INDEX_TABLES}
         self._pending_rids.clear()
         self._pending_resources.clear()
@@ -318,6 +327,8 @@ class SQLiteStore:
             stored = StoredResource(rtype, rid, old[1], old[2], old[4])
             return WriteResult("unchanged", stored), old
         version = 1 if old is None else old[1] + 1
+        if rtype == "Consent":
+            self._consent_changed(item.patient, old)
         content = stamp_content(item.content, version, _instant_cached(stamp))
         if old is None:
             row_id = self._new_rid()
@@ -339,6 +350,19 @@ class SQLiteStore:
         stored = StoredResource(rtype, rid, version, stamp, content, item.patient)
         return WriteResult(outcome, stored), (row_id, version, stamp, item.digest, content)
 
+    def _consent_changed(self, patient: str | None, old: tuple[Any, ...] | None) -> None:
+        """Note the patients whose consents changed (old and new owner of the Consent)."""
+        if patient:
+            self._consent_patients.add(patient)
+        if old is not None and old[4] is not None:
+            if old[0] in self._pending_rids:
+                self._flush_pending()
+            previous = self._writer.execute(
+                "SELECT patient FROM resources WHERE rid=?", (old[0],)
+            ).fetchone()
+            if previous and previous[0]:
+                self._consent_patients.add(previous[0])
+
     def _archive(self, rtype: str, rid: str, old: tuple[Any, ...]) -> None:
         """Move the current version to history and drop its index rows."""
         row_id, version, updated, _hash, content = old
@@ -359,11 +383,13 @@ class SQLiteStore:
             if old is None or old[4] is None:
                 return None
             stamp = now_us()
+            if rtype == "Consent":
+                self._consent_changed(None, old)
             self._archive(rtype, rid, old)
             version = old[1] + 1
             self._writer.execute(
-                "UPDATE resources SET version=?, updated=?, hash=NULL, content=NULL, "
-                "patient=NULL WHERE rid=?",
+                "UPDATE resources SET version=?, updated=?, hash=NULL, content=NULL "
+                "WHERE rid=?",
                 (version, stamp, old[0]),
             )
             return WriteResult("deleted", StoredResource(rtype, rid, version, stamp, None))

@@ -93,6 +93,10 @@ def build_plan(pid_of: Any, query: SearchQuery, estimate: Any = None) -> Plan:
         plan.only_driver = not criteria
     plan.where += ["r.type = ?", "r.content IS NOT NULL"]
     plan.args.append(rtype)
+    if query.restrict is not None:
+        plan.where.append(query.restrict[0])
+        plan.args.extend(query.restrict[1])
+        plan.only_driver = False
     for n, c in enumerate(criteria):
         prefer_in = driver is None and n == 0
         sql, args = _filter(rtype, c, pid_of, prefer_in)

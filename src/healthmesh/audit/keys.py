@@ -1,0 +1,126 @@
+"""The node's ed25519 signing key, kept in the node folder.
+
+Layout::
+
+    DIR/keys/                   mode 0700
+    DIR/keys/node-ed25519.pem   PKCS#8 PEM, unencrypted, mode 0600
+
+The key is created once, atomically (written to a temporary file, then hard-linked
+into place, so two processes starting together end up with the same key). The
+public key travels as SubjectPublicKeyInfo PEM; its id is the first 16 hex
+characters of the SHA-256 of the 32 raw public key bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from healthmesh.errors import ConfigError
+
+__all__ = [
+    "KEY_FILE",
+    "load_node_key",
+    "load_or_create_node_key",
+    "load_public_key",
+    "public_key_id",
+    "public_key_pem",
+]
+
+KEY_DIR = "keys"
+KEY_FILE = f"{KEY_DIR}/node-ed25519.pem"
+"""Where the node key lives, relative to the node folder."""
+
+
+def public_key_id(public_key: Ed25519PublicKey) -> str:
+    """A short stable id: the first 16 hex chars of SHA-256 of the raw public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> str:
+    """The public key as SubjectPublicKeyInfo PEM text."""
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
+    """Parse an ed25519 public key from PEM (raises ConfigError if it is not one)."""
+    data = pem.encode("ascii") if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("the public key is not an ed25519 key")
+    return key
+
+
+def _check_private(path: Path) -> None:
+    if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise ConfigError(
+            f"{path} can be read by other users; restrict it with 'chmod 600 {path}'"
+        )
+
+
+def load_node_key(folder: Path) -> Ed25519PrivateKey | None:
+    """The node's private key, or None if the node has none yet."""
+    path = Path(folder) / KEY_FILE
+    if not path.exists():
+        return None
+    _check_private(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{path} is not a readable unencrypted PEM key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} is not an ed25519 key")
+    return key
+
+
+def _key_dir(folder: Path) -> Path:
+    keys = Path(folder) / KEY_DIR
+    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "posix":
+        os.chmod(keys, 0o700)
+    return keys
+
+
+def _write_new_key(path: Path) -> None:
+    """Write a fresh key to ``path`` unless one appears there first."""
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process created the key meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def load_or_create_node_key(folder: Path) -> Ed25519PrivateKey:
+    """The node's ed25519 key from ``folder/keys/node-ed25519.pem``, created if absent."""
+    key = load_node_key(folder)
+    if key is not None:
+        return key
+    _write_new_key(_key_dir(folder) / "node-ed25519.pem")
+    key = load_node_key(folder)
+    assert key is not None
+    return key

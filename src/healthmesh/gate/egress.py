@@ -1,0 +1,272 @@
+"""The egress gate: the one way data leaves a node.
+
+Every route and command that returns stored data asks the gate for a
+:class:`GuardedRepository` built for the caller (who, why). Its methods apply,
+in order: the purpose requirement, the patients' consents (in SQL for patients
+whose consent covers all or none of their data for this caller, per record for
+the rest), and they write one audit record per request — permitted or denied.
+Nothing else in the API or the CLI reads the store for output (a test checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from healthmesh.audit import AuditLog, AuditRecord
+from healthmesh.consent.decide import Decision, decide
+from healthmesh.consent.labels import labels_for
+from healthmesh.errors import FhirError, NotFound
+from healthmesh.fhir.search_params import extract_index, patient_compartment
+from healthmesh.fhir.search_query import SearchQuery
+from healthmesh.fhir.service import FhirService
+from healthmesh.gate.requester import Forbidden, Requester
+from healthmesh.gate.scopes import ALL, NONE, AccessScopes
+from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
+
+__all__ = ["EgressGate", "GuardedRepository"]
+
+MAX_AUDITED_IDS = 2000
+_DATE_FIELDS = (
+    "effectiveDateTime", "effectiveInstant", "onsetDateTime", "occurrenceDateTime",
+    "performedDateTime", "authoredOn", "recordedDate", "issued", "created", "date",
+    "dateTime", "recorded", "whenHandedOver",
+)
+_PERIOD_FIELDS = ("effectivePeriod", "performedPeriod", "period", "billablePeriod",
+                  "onsetPeriod", "occurrencePeriod")
+
+
+class EgressGate:
+    """Builds a guarded repository per request."""
+
+    def __init__(
+        self, fhir: FhirService, scopes: AccessScopes, audit: AuditLog | None,
+        *, denied_status: int = 404,
+    ) -> None:
+        self.fhir = fhir
+        self.scopes = scopes
+        self.audit = audit
+        self.denied_status = denied_status
+
+    def for_request(self, requester: Requester) -> GuardedRepository:
+        return GuardedRepository(self, requester)
+
+
+class GuardedRepository:
+    """Reads and writes for one requester: consent-filtered and audited."""
+
+    def __init__(self, gate: EgressGate, requester: Requester) -> None:
+        self.gate = gate
+        self.fhir = gate.fhir
+        self.scopes = gate.scopes
+        self.requester = requester
+        self._coverage: dict[str, int] = {}
+
+    # -- decisions -------------------------------------------------------------------
+
+    def _require_purpose(self, action: str) -> None:
+        if self.requester.purpose is None and not self.requester.is_patient:
+            self._audit(action, "deny", rule="purpose:missing", outcome=403,
+                        reason="No purpose of use was given")
+            raise Forbidden("A purpose of use (X-Purpose-Of-Use) is required to read data")
+
+    def _patient_coverage(self, patient: str) -> int:
+        if patient not in self._coverage:
+            self._coverage[patient] = self.scopes.coverage(self.requester, patient)
+        return self._coverage[patient]
+
+    def decision(self, stored: StoredResource) -> Decision | None:
+        """The consent decision for one stored resource (None: not a patient's data)."""
+        if stored.content is None:
+            return None
+        resource = stored.resource()
+        patient = stored.patient or patient_compartment(resource)
+        if patient is None:
+            return None
+        cov = self._patient_coverage(patient)
+        if cov in (ALL, NONE):
+            kind = "permit" if cov == ALL else "deny"
+            return Decision(cov == ALL, f"coverage:{kind}", None,
+                            f"This requester's access to the patient's data: {kind}")
+        question = self.scopes.request(self.requester, patient, **_data_attributes(resource))
+        return decide(question, self.scopes.consents_of(patient), self.scopes.policy)
+
+    def _allowed(self, stored: StoredResource) -> bool:
+        decision = self.decision(stored)
+        return decision is None or decision.permit
+
+    def _denied(self, action: str, stored: StoredResource, decision: Decision) -> FhirError:
+        self._audit(action, "deny", [stored], rule=decision.rule, reason=decision.reason,
+                    outcome=self.gate.denied_status)
+        if self.gate.denied_status == 403:
+            return Forbidden(f"Access to {stored.type}/{stored.id} is not permitted")
+        return NotFound(f"{stored.type}/{stored.id} is not known")
+
+    # -- reads -----------------------------------------------------------------------
+
+    def read(self, rtype: str, rid: str) -> StoredResource:
+        self._require_purpose("read")
+        stored = self.fhir.read(rtype, rid)
+        return self._one("read", stored)
+
+    def vread(self, rtype: str, rid: str, version: str) -> StoredResource:
+        self._require_purpose("vread")
+        stored = self.fhir.vread(rtype, rid, version)
+        return self._one("vread", stored)
+
+    def _one(self, action: str, stored: StoredResource) -> StoredResource:
+        decision = self.decision(stored)
+        if decision is not None and not decision.permit:
+            raise self._denied(action, stored, decision)
+        self._audit(action, "permit", [stored], rule=decision.rule if decision else None)
+        return stored
+
+    def parse(self, rtype: str, params: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
+        return self.fhir.parse(rtype, params, strict=strict)
+
+    def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
+        """A page of matches the requester may see; totals and includes filtered alike."""
+        self._require_purpose("search")
+        query.restrict = self.scopes.restriction(self.requester)
+        page = self.fhir.search(query, cursor)
+        partial = self.scopes.partial_patients(self.requester)
+        if partial:
+            page.matches = [m for m in page.matches if m.patient not in partial
+                            or self._allowed(m)]
+            if page.total is not None:
+                page.total -= self._denied_partial(query, partial)
+        page.included = [s for s in page.included if self._allowed(s)]
+        self._audit("search", "permit", [*page.matches, *page.included],
+                    rule=f"scope:{self.requester.scope_key()}",
+                    detail={"type": query.resource_type, "matches": len(page.matches)})
+        return page
+
+    def _denied_partial(self, query: SearchQuery, partial: set[str]) -> int:
+        """Matches of partially covered patients that the per-record check refuses."""
+        count = 0
+        for stored in self.fhir.store.stream(query):
+            if stored.patient in partial and not self._allowed(stored):
+                count += 1
+        return count
+
+    def stream(self, query: SearchQuery, action: str = "export") -> Iterator[StoredResource]:
+        """Every match the requester may see (bulk export); audited in chunks."""
+        self._require_purpose(action)
+        query.restrict = self.scopes.restriction(self.requester)
+        partial = self.scopes.partial_patients(self.requester)
+        chunk: list[StoredResource] = []
+        for stored in self.fhir.store.stream(query):
+            if stored.patient in partial and not self._allowed(stored):
+                continue
+            chunk.append(stored)
+            yield stored
+            if len(chunk) >= MAX_AUDITED_IDS:
+                self._audit(action, "permit", chunk, rule=f"scope:{self.requester.scope_key()}")
+                chunk = []
+        if chunk:
+            self._audit(action, "permit", chunk, rule=f"scope:{self.requester.scope_key()}")
+
+    def history(
+        self, rtype: str | None, rid: str | None, *, count: int, offset: int,
+        since: int | None,
+    ) -> list[HistoryEntry]:
+        self._require_purpose("history")
+        entries = self.fhir.history(rtype, rid, count=count, offset=offset, since=since)
+        kept = [e for e in entries if self._history_allowed(e)]
+        self._audit("history", "permit", [e.stored for e in kept if e.stored.content])
+        return kept
+
+    def _history_allowed(self, entry: HistoryEntry) -> bool:
+        stored = entry.stored
+        if stored.content is None:  # a deletion: gate it by the resource's patient
+            current = self.fhir.store.read(stored.type, stored.id)
+            patient = current.patient if current else None
+            return patient is None or self._patient_coverage(patient) != NONE
+        return self._allowed(stored)
+
+    def everything(self, patient_id: str) -> list[StoredResource]:
+        """The patient's record as far as this requester may see it."""
+        self._require_purpose("everything")
+        patient = self.fhir.read("Patient", patient_id)
+        decision = self.decision(patient)
+        if decision is not None and not decision.permit:
+            raise self._denied("everything", patient, decision)
+        out = [s for s in self.fhir.everything(patient_id) if self._allowed(s)]
+        self._audit("everything", "permit", out, rule=decision.rule if decision else None)
+        return out
+
+    # -- writes (audited; authorisation of writers comes with the security layer) -----
+
+    def create(self, rtype: str, body: Any, if_none_exist: str | None) -> WriteResult:
+        result = self.fhir.create(rtype, body, if_none_exist=if_none_exist)
+        self._audit("create", "n/a", [result.stored])
+        return result
+
+    def update(self, rtype: str, rid: str, body: Any, if_match: str | None) -> WriteResult:
+        result = self.fhir.update(rtype, rid, body, if_match=if_match)
+        self._audit("update", "n/a", [result.stored])
+        return result
+
+    def delete(self, rtype: str, rid: str) -> None:
+        result = self.fhir.delete(rtype, rid)
+        if result is not None:
+            self._audit("delete", "n/a", [result.stored])
+
+    def audit_bundle(self, btype: str, locations: list[str]) -> None:
+        """Record what a transaction or batch wrote (GET entries audit themselves)."""
+        refs = ["/".join(loc.split("/")[:2]) for loc in locations if loc.count("/") >= 1]
+        self._audit(btype, "n/a", detail={"written": refs[:MAX_AUDITED_IDS]})
+
+    # -- audit -------------------------------------------------------------------------
+
+    def _audit(
+        self, action: str, decision: str, items: list[StoredResource] | None = None,
+        *, rule: str | None = None, reason: str | None = None, outcome: int | str = "success",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        log = self.gate.audit
+        if log is None:
+            return
+        items = items or []
+        refs = [f"{s.type}/{s.id}" for s in items][:MAX_AUDITED_IDS]
+        patients = sorted({p for p in (s.patient for s in items) if p})
+        req = self.requester
+        log.append(AuditRecord(
+            actor=req.actor, action=action, organisation=req.organisation, purpose=req.purpose,
+            resource_types=tuple(sorted({s.type for s in items})), resources=tuple(refs),
+            patients=tuple(patients), decision=decision, rule=rule, reason=reason,
+            request_id=req.request_id, outcome=outcome, detail=detail,
+        ))
+
+
+def _data_attributes(resource: dict[str, Any]) -> dict[str, Any]:
+    """What the consent model needs to know about one record."""
+    tokens = extract_index(resource).tokens
+    codes = frozenset(f"{s}|{c}" for p, s, c in tokens if p == "code" and s)
+    return {
+        "resource_type": resource["resourceType"],
+        "security_labels": labels_for(resource),
+        "data_time": _data_time(resource),
+        "codes": codes,
+        "resource_ref": f"{resource['resourceType']}/{resource.get('id')}",
+    }
+
+
+def _data_time(resource: dict[str, Any]) -> int | None:
+    from healthmesh.fhir.search_params import date_range
+
+    for name in _DATE_FIELDS:
+        value = resource.get(name)
+        if isinstance(value, str):
+            try:
+                return date_range(value)[0]
+            except ValueError:
+                return None
+    for name in _PERIOD_FIELDS:
+        value = resource.get(name)
+        if isinstance(value, dict) and isinstance(value.get("start"), str):
+            try:
+                return date_range(value["start"])[0]
+            except ValueError:
+                return None
+    return None

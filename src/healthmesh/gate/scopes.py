@@ -1,0 +1,225 @@
+"""Consent coverage per (purpose, requester), kept in the store and filtered in SQL.
+
+For each scope — a purpose of use and a requester — every patient is either
+fully visible (``all``), invisible (``none``) or visible per record (``partial``:
+the consent depends on the data's type, labels or time, or on when it is asked).
+Most patients follow the purpose's default, so a scope stores only its default
+and the patients that differ, in the ``access_scope`` table of the store.
+
+Revocation takes effect at once: the store calls :meth:`AccessScopes.refresh`
+inside the very transaction that writes a Consent (before COMMIT), so the
+coverage rows and the Consents can never disagree, in memory or on disk.
+Consents with periods are always ``partial`` (decided per record at request
+time), since the passing of time changes them without any write.
+
+This module uses the SQLite store's tables directly; a PostgreSQL backend will
+provide the same operations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from healthmesh.consent.decide import AccessRequest, coverage
+from healthmesh.consent.model import ConsentError, ParsedConsent
+from healthmesh.consent.parse import parse_consent
+from healthmesh.consent.policy import Policy
+from healthmesh.gate.requester import Requester
+from healthmesh.store.sqlite import SQLiteStore
+
+__all__ = ["ALL", "NONE", "PARTIAL", "AccessScopes"]
+
+NONE, PARTIAL, ALL = 0, 1, 2
+_CODES = {"none": NONE, "partial": PARTIAL, "all": ALL}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS access_scope_keys (
+    scope TEXT PRIMARY KEY, purpose TEXT, actor TEXT, patient TEXT, fallback INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access_scope (
+    scope TEXT, patient TEXT, coverage INTEGER, PRIMARY KEY (scope, patient)
+) WITHOUT ROWID;
+"""
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class AccessScopes:
+    """Coverage of every patient for every scope in use, maintained transactionally."""
+
+    def __init__(self, store: SQLiteStore, policy: Policy, node_org: str | None) -> None:
+        self.store = store
+        self.policy = policy
+        self.node_org = node_org
+        store._writer.executescript(SCHEMA)
+        store.consent_hooks.append(self.refresh)
+
+    # -- consents and payers -------------------------------------------------------------
+
+    def consents_of(self, patient: str) -> list[ParsedConsent]:
+        """The parsed Consents of one patient (unparseable ones are skipped)."""
+        return self._consents("AND patient = ?", [patient]).get(patient, [])
+
+    def _consents(self, where: str, args: list[Any]) -> dict[str, list[ParsedConsent]]:
+        rows = self.store.reader().execute(
+            "SELECT patient, content FROM resources WHERE type = 'Consent' "
+            f"AND content IS NOT NULL AND patient IS NOT NULL {where}", args,
+        )
+        out: dict[str, list[ParsedConsent]] = {}
+        for patient, content in rows:
+            try:
+                out.setdefault(patient, []).append(parse_consent(orjson.loads(content)))
+            except ConsentError:
+                continue  # the write path rejects these; old data is ignored, not trusted
+        return out
+
+    def payers_of(self, patient: str) -> frozenset[str]:
+        """Organisations paying for the patient's care (Coverage.payor of their Coverages)."""
+        return self._payers("AND r.patient = ?", [patient]).get(patient, frozenset())
+
+    def _payers(self, where: str, args: list[Any]) -> dict[str, frozenset[str]]:
+        rows = self.store.reader().execute(
+            "SELECT DISTINCT r.patient, d.ttype || '/' || d.tid FROM resources r "
+            "JOIN sp_reference d ON d.rid = r.rid AND d.pid = ? "
+            f"WHERE r.type = 'Coverage' AND r.content IS NOT NULL {where}",
+            [self.store.pid("Coverage", "payor") or -1, *args],
+        )
+        out: dict[str, set[str]] = {}
+        for patient, payer in rows:
+            out.setdefault(patient, set()).add(payer)
+        return {p: frozenset(v) for p, v in out.items()}
+
+    def request(
+        self, requester: Requester, patient: str, payers: frozenset[str] | None = None,
+        **data: Any,
+    ) -> AccessRequest:
+        """The consent question for ``requester`` about ``patient`` (data attributes optional)."""
+        return AccessRequest(
+            patient_id=patient, purpose=requester.purpose, at=now_us(),
+            requester=requester.actor if requester.actor != "anonymous" else None,
+            requester_is_patient=requester.patient == patient,
+            patient_payers=self.payers_of(patient) if payers is None else payers,
+            node_org=self.node_org, **data,
+        )
+
+    # -- coverage ---------------------------------------------------------------------
+
+    def coverage(
+        self, requester: Requester, patient: str,
+        consents: list[ParsedConsent] | None = None, payers: frozenset[str] | None = None,
+    ) -> int:
+        """ALL, PARTIAL or NONE for this requester and patient, decided now."""
+        consents = self.consents_of(patient) if consents is None else consents
+        now = now_us()
+        if any(_timed(c, now) for c in consents):
+            return PARTIAL
+        question = self.request(requester, patient, payers)
+        return _CODES[coverage(question, consents, self.policy)]
+
+    def _fallback(self, requester: Requester) -> int:
+        """Coverage of a patient with no consents and no payer relation."""
+        probe = AccessRequest(
+            patient_id="\x00none", purpose=requester.purpose, at=now_us(),
+            requester=requester.actor if requester.actor != "anonymous" else None,
+            requester_is_patient=False, node_org=self.node_org,
+        )
+        return _CODES[coverage(probe, [], self.policy)]
+
+    # -- scopes -----------------------------------------------------------------------
+
+    def restriction(self, requester: Requester) -> tuple[str, list[object]]:
+        """The SQL condition on ``resources r`` for this requester (building the scope once)."""
+        key = requester.scope_key()
+        fallback = self._ensure(requester, key)
+        if requester.is_patient and requester.purpose == "PATRQT":
+            return "(r.patient IS NULL OR r.patient = ?)", [requester.patient]
+        if fallback == ALL:
+            return ("(r.patient IS NULL OR r.patient NOT IN (SELECT patient FROM access_scope "
+                    "WHERE scope = ? AND coverage = 0))", [key])
+        return ("(r.patient IS NULL OR r.patient IN (SELECT patient FROM access_scope "
+                "WHERE scope = ? AND coverage > 0))", [key])
+
+    def partial_patients(self, requester: Requester) -> set[str]:
+        rows = self.store.reader().execute(
+            "SELECT patient FROM access_scope WHERE scope = ? AND coverage = 1",
+            (requester.scope_key(),),
+        )
+        return {r[0] for r in rows}
+
+    def _ensure(self, requester: Requester, key: str) -> int:
+        row = self.store.reader().execute(
+            "SELECT fallback FROM access_scope_keys WHERE scope = ?", (key,)
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        with self.store.transaction():
+            row = self.store._writer.execute(
+                "SELECT fallback FROM access_scope_keys WHERE scope = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            fallback = self._fallback(requester)
+            self.store._writer.execute(
+                "INSERT INTO access_scope_keys VALUES (?, ?, ?, ?, ?)",
+                (key, requester.purpose, requester.actor, requester.patient, fallback),
+            )
+            self._fill(requester, key, fallback, self._interesting_patients(requester))
+            return fallback
+
+    def _interesting_patients(self, requester: Requester) -> set[str]:
+        """Patients whose coverage may differ from the fallback: consents or payer links."""
+        rows = self.store._writer.execute(
+            "SELECT DISTINCT patient FROM resources WHERE type = 'Consent' "
+            "AND content IS NOT NULL AND patient IS NOT NULL"
+        )
+        patients = {r[0] for r in rows}
+        if requester.organisation:
+            org_id = requester.actor.split("/", 1)[1]
+            rows = self.store._writer.execute(
+                "SELECT DISTINCT r.patient FROM sp_reference d JOIN resources r ON r.rid = d.rid "
+                "WHERE d.pid = ? AND d.tid = ? AND r.patient IS NOT NULL",
+                (self.store.pid("Coverage", "payor") or -1, org_id),
+            )
+            patients.update(r[0] for r in rows)
+        return patients
+
+    def _fill(self, requester: Requester, key: str, fallback: int, patients: Iterable[str]) -> None:
+        consents = self._consents("", [])  # one pass over every Consent of the node
+        payers = self._payers("", [])
+        rows = []
+        for patient in patients:
+            value = self.coverage(requester, patient, consents.get(patient, []),
+                                  payers.get(patient, frozenset()))
+            if value != fallback:
+                rows.append((key, patient, value))
+        self.store._writer.executemany(
+            "INSERT OR REPLACE INTO access_scope VALUES (?, ?, ?)", rows
+        )
+
+    def refresh(self, patients: set[str]) -> None:
+        """Recompute ``patients`` in every scope (called inside the writing transaction)."""
+        writer = self.store._writer
+        scopes = writer.execute(
+            "SELECT scope, purpose, actor, patient, fallback FROM access_scope_keys"
+        ).fetchall()
+        for key, purpose, actor, patient_self, fallback in scopes:
+            requester = Requester(actor, purpose, patient_self)
+            for patient in patients:
+                writer.execute("DELETE FROM access_scope WHERE scope = ? AND patient = ?",
+                               (key, patient))
+                value = self.coverage(requester, patient)
+                if value != fallback:
+                    writer.execute("INSERT INTO access_scope VALUES (?, ?, ?)",
+                                   (key, patient, value))
+
+
+def _timed(consent: ParsedConsent, now: int) -> bool:
+    """True when the passing of time alone will change what this consent allows:
+    a consent or provision period that starts or ends in the future."""
+    periods = [consent.period, *(p.period for p in consent.provision.walk())]
+    return any(edge > now for period in periods if period is not None for edge in period.edges())
