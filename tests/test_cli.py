@@ -61,3 +61,64 @@ def test_node_status_json(tmp_path: Path) -> None:
     result = run_cli("node", "status", str(node), "--json")
     assert result.returncode == 0
     assert json.loads(result.stdout) == {"name": "Clinic A", "resources": {}, "total": 0}
+
+
+def _node_with_audit(tmp_path: Path) -> Path:
+    from healthmesh.gate.requester import Requester
+    from healthmesh.node import open_node
+
+    folder = tmp_path / "node"
+    run_cli("node", "init", str(folder))
+    with open_node(folder) as node:
+        node.store.put({"resourceType": "Patient", "id": "p1"})
+        repo = node.gate.for_request(Requester("Organization/clinic", "TREAT"))
+        for _ in range(3):
+            repo.read("Patient", "p1")
+    return folder
+
+
+def test_audit_verify_and_export(tmp_path: Path) -> None:
+    folder = _node_with_audit(tmp_path)
+    ok = run_cli("audit", "verify", str(folder), "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["checked"] == 3
+    out = tmp_path / "events.ndjson"
+    exported = run_cli("audit", "export", str(folder), "--out", str(out))
+    assert exported.returncode == 0
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(events) == 3 and all(e["resourceType"] == "AuditEvent" for e in events)
+
+
+def test_audit_verify_reports_tampering_with_exit_5(tmp_path: Path) -> None:
+    import sqlite3
+
+    folder = _node_with_audit(tmp_path)
+    db = sqlite3.connect(folder / "audit.sqlite")
+    table, column = _record_column(db)
+    for (trigger,) in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {trigger}")  # an attacker with file access can do this
+    db.execute(f"UPDATE {table} SET {column} = replace({column}, 'clinic', 'cl1nic') "
+               "WHERE seq = 2")
+    db.commit()
+    db.close()
+    result = run_cli("audit", "verify", str(folder), "--json")
+    assert result.returncode == 5
+    assert json.loads(result.stdout)["first_bad"] == 2
+
+
+def _record_column(db: object) -> tuple[str, str]:
+    """The audit table and the column that holds each record's JSON."""
+    tables = [r[0] for r in db.execute(  # type: ignore[attr-defined]
+        "SELECT name FROM sqlite_master WHERE type='table'")]
+    for table in tables:
+        cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]  # type: ignore[attr-defined]
+        if "seq" in cols and "record" in cols:
+            return table, "record"
+    raise AssertionError(f"no audit entries table among {tables}")
+
+
+def test_patient_token_command(tmp_path: Path) -> None:
+    folder = _node_with_audit(tmp_path)
+    result = run_cli("patient", "token", str(folder), "p1", "--json")
+    assert result.returncode == 0 and len(json.loads(result.stdout)["token"]) > 20
+    missing = run_cli("patient", "token", str(folder), "nobody")
+    assert missing.returncode == 4 and "no Patient/nobody" in missing.stderr

@@ -34,6 +34,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line (unknown flag, missing argument)
     CONFIG = 3  # bad node folder or settings
     INPUT = 4  # unreadable input file
+    TAMPERED = 5  # the audit log failed verification (see the reported position)
     INTERRUPTED = 130  # stopped by Ctrl-C; committed batches are kept, rerun to complete
     INTERNAL = 70  # unexpected error (a bug): please report it
 
@@ -47,6 +48,10 @@ app = typer.Typer(
 )
 node_app = typer.Typer(help="Create and inspect node folders.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+audit_app = typer.Typer(help="Verify and export the node's audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+patient_app = typer.Typer(help="Patient access to their own data.", no_args_is_help=True)
+app.add_typer(patient_app, name="patient")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -111,6 +116,77 @@ def node_status(
     for rtype, count in sorted(counts.items()):
         table.add_row(rtype, str(count))
     out.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Check the audit log's hash chain and signed checkpoints; report the first bad entry."""
+    from healthmesh.audit import AuditError, verify_folder
+
+    if not (folder / "audit.sqlite").exists():
+        _fail(f"{folder} has no audit log (audit.sqlite)", ExitCode.CONFIG)
+    try:
+        result = verify_folder(folder)
+    except AuditError as exc:
+        _fail(str(exc), ExitCode.TAMPERED)
+    data = {"ok": result.ok, "checked": result.checked, "first_bad": result.first_bad,
+            "reason": result.reason}
+    if json_out:
+        _emit_json(data)
+    elif result.ok:
+        out.print(f"audit log intact: {result.checked} entries verified")
+    else:
+        console.print(f"[red]audit log tampered:[/red] first bad entry {result.first_bad}: "
+                      f"{result.reason}", highlight=False)
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.TAMPERED))
+
+
+@audit_app.command("export")
+def audit_export(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="NDJSON file (default stdout).")]
+    = None,
+    since: Annotated[str | None, typer.Option(help="Only entries from this date/time on.")] = None,
+) -> None:
+    """Export the audit log as FHIR AuditEvent NDJSON (for SIEM tools)."""
+    from healthmesh.audit import export_folder
+    from healthmesh.fhir.search_params import date_range
+
+    if not (folder / "audit.sqlite").exists():
+        _fail(f"{folder} has no audit log (audit.sqlite)", ExitCode.CONFIG)
+    try:
+        since_us = date_range(since)[0] if since else None
+    except ValueError as exc:
+        _fail(f"invalid --since: {exc}", ExitCode.USAGE)
+    count = export_folder(folder, out_file, since_us)
+    if out_file is not None:
+        out.print(f"wrote {count} AuditEvents to {out_file}")
+
+
+@patient_app.command("token")
+def patient_token(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    patient_id: Annotated[str, typer.Argument(help="The patient's id at this node.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Issue an access token for a patient (shown once; give it to the patient)."""
+    from healthmesh.node import open_node
+
+    try:
+        with open_node(folder) as node:
+            if node.fhir.store.read("Patient", patient_id) is None:
+                _fail(f"no Patient/{patient_id} at this node", ExitCode.INPUT)
+            token = node.patient_tokens.issue(patient_id)
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    if json_out:
+        _emit_json({"patient": patient_id, "token": token})
+    else:
+        out.print(token)
 
 
 @app.command()

@@ -107,7 +107,8 @@ class AuditLog:
         self._waiting_lock = threading.Lock()  # the appends waiting for a group commit
         self._waiting: list[_Ticket] = []
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []  # one per thread, closed on close()
+        self._readers_lock = threading.Lock()
         self._closed = False
         self._key = signing_key
         self._writer: sqlite3.Connection | None = None
@@ -180,7 +181,7 @@ class AuditLog:
         if conn is None:
             conn = connect(self.path, self._synchronous, query_only=True)
             self._local.conn = conn
-            with self._lock:
+            with self._readers_lock:
                 self._readers.append(conn)
         return conn
 
@@ -387,7 +388,7 @@ class AuditLog:
         self._close_connections()
 
     def _close_connections(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
             self._closed = True
             for conn in [*self._readers, self._writer]:
                 if conn is not None:

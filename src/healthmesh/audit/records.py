@@ -44,6 +44,7 @@ MAX_DETAIL_BYTES = 4096
 
 _TOKEN = re.compile(r"[a-z][a-z0-9$-]{0,63}")
 _CODE = re.compile(r"[^\s]{1,64}")
+_ACTOR = re.compile(r"[^\s]{1,256}")
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _REFERENCE = re.compile(rf"[A-Z][A-Za-z]{{1,63}}/{_ID}(/_history/{_ID})?")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
@@ -134,7 +135,7 @@ class AuditRecord:
     detail: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.actor, str) or not _CODE.fullmatch(self.actor):
+        if not isinstance(self.actor, str) or not _ACTOR.fullmatch(self.actor):
             raise _bad("actor", self.actor, "a reference like 'Organization/x' or 'system'")
         if not isinstance(self.action, str) or not _TOKEN.fullmatch(self.action):
             raise _bad("action", self.action, "a lowercase token like 'read' or 'export'")

@@ -10,8 +10,10 @@ Nothing else in the API or the CLI reads the store for output (a test checks).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import contextvars
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from healthmesh.audit import AuditLog, AuditRecord
 from healthmesh.consent.decide import Decision, decide
@@ -24,7 +26,24 @@ from healthmesh.gate.requester import Forbidden, Requester
 from healthmesh.gate.scopes import ALL, NONE, AccessScopes
 from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
 
-__all__ = ["EgressGate", "GuardedRepository"]
+__all__ = ["GATE_ACTIVE", "EgressGate", "GuardedRepository"]
+
+#: True while a GuardedRepository method runs: tests use it to prove that no route
+#: reads the store for output any other way.
+GATE_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("gate_active", default=False)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = GATE_ACTIVE.set(True)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            GATE_ACTIVE.reset(token)
+
+    return wrapper  # type: ignore[return-value]
 
 MAX_AUDITED_IDS = 2000
 _DATE_FIELDS = (
@@ -104,11 +123,13 @@ class GuardedRepository:
 
     # -- reads -----------------------------------------------------------------------
 
+    @_guarded
     def read(self, rtype: str, rid: str) -> StoredResource:
         self._require_purpose("read")
         stored = self.fhir.read(rtype, rid)
         return self._one("read", stored)
 
+    @_guarded
     def vread(self, rtype: str, rid: str, version: str) -> StoredResource:
         self._require_purpose("vread")
         stored = self.fhir.vread(rtype, rid, version)
@@ -124,6 +145,7 @@ class GuardedRepository:
     def parse(self, rtype: str, params: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
         return self.fhir.parse(rtype, params, strict=strict)
 
+    @_guarded
     def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
         """A page of matches the requester may see; totals and includes filtered alike."""
         self._require_purpose("search")
@@ -151,6 +173,13 @@ class GuardedRepository:
 
     def stream(self, query: SearchQuery, action: str = "export") -> Iterator[StoredResource]:
         """Every match the requester may see (bulk export); audited in chunks."""
+        token = GATE_ACTIVE.set(True)
+        try:
+            yield from self._stream(query, action)
+        finally:
+            GATE_ACTIVE.reset(token)
+
+    def _stream(self, query: SearchQuery, action: str) -> Iterator[StoredResource]:
         self._require_purpose(action)
         query.restrict = self.scopes.restriction(self.requester)
         partial = self.scopes.partial_patients(self.requester)
@@ -166,6 +195,7 @@ class GuardedRepository:
         if chunk:
             self._audit(action, "permit", chunk, rule=f"scope:{self.requester.scope_key()}")
 
+    @_guarded
     def history(
         self, rtype: str | None, rid: str | None, *, count: int, offset: int,
         since: int | None,
@@ -184,6 +214,7 @@ class GuardedRepository:
             return patient is None or self._patient_coverage(patient) != NONE
         return self._allowed(stored)
 
+    @_guarded
     def everything(self, patient_id: str) -> list[StoredResource]:
         """The patient's record as far as this requester may see it."""
         self._require_purpose("everything")
@@ -197,25 +228,38 @@ class GuardedRepository:
 
     # -- writes (audited; authorisation of writers comes with the security layer) -----
 
+    @_guarded
     def create(self, rtype: str, body: Any, if_none_exist: str | None) -> WriteResult:
         result = self.fhir.create(rtype, body, if_none_exist=if_none_exist)
+        if result.outcome == "existing":  # the match is returned: that is a read
+            decision = self.decision(result.stored)
+            if decision is not None and not decision.permit:
+                self._audit("create", "deny", [result.stored], rule=decision.rule,
+                            reason=decision.reason, outcome=403)
+                raise Forbidden("A matching resource exists but may not be returned to you")
         self._audit("create", "n/a", [result.stored])
         return result
 
+    @_guarded
     def update(self, rtype: str, rid: str, body: Any, if_match: str | None) -> WriteResult:
         result = self.fhir.update(rtype, rid, body, if_match=if_match)
         self._audit("update", "n/a", [result.stored])
         return result
 
+    @_guarded
     def delete(self, rtype: str, rid: str) -> None:
         result = self.fhir.delete(rtype, rid)
         if result is not None:
             self._audit("delete", "n/a", [result.stored])
 
+    @_guarded
     def audit_bundle(self, btype: str, locations: list[str]) -> None:
         """Record what a transaction or batch wrote (GET entries audit themselves)."""
         refs = ["/".join(loc.split("/")[:2]) for loc in locations if loc.count("/") >= 1]
-        self._audit(btype, "n/a", detail={"written": refs[:MAX_AUDITED_IDS]})
+        written = self.fhir.store.read_many(
+            [(r.split("/")[0], r.split("/")[1]) for r in refs[:MAX_AUDITED_IDS]]
+        )
+        self._audit(btype, "n/a", written, detail={"entries": len(locations)})
 
     # -- audit -------------------------------------------------------------------------
 

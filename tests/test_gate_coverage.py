@@ -1,0 +1,146 @@
+"""No route and no command reads the store for output except through the egress gate.
+
+Every store read method is wrapped to record whether it ran inside a
+GuardedRepository method. Then every route of the app is called; a new route
+that is not in ROUTE_CALLS fails the test, so it cannot be added unnoticed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from healthmesh.api.app import create_app
+from healthmesh.gate.egress import GATE_ACTIVE
+from healthmesh.node import Node
+from healthmesh.store.sqlite import SQLiteStore
+from tests.conftest import CLINICIAN
+from tests.test_gate import consent, obs
+
+READS = ("read", "vread", "read_many", "by_rids", "search", "count", "stream", "history",
+         "compartment")
+BUNDLE = {"resourceType": "Bundle", "type": "batch", "entry": [
+    {"request": {"method": "GET", "url": "Observation/o1"}}]}
+# (method, route path) -> a concrete request exercising it
+ROUTE_CALLS: dict[tuple[str, str], tuple[str, str, Any]] = {
+    ("GET", "/fhir/metadata"): ("GET", "/fhir/metadata", None),
+    ("POST", "/fhir"): ("POST", "/fhir", BUNDLE),
+    ("POST", "/fhir/"): ("POST", "/fhir/", BUNDLE),
+    ("GET", "/fhir/_history"): ("GET", "/fhir/_history", None),
+    ("GET", "/fhir/{rtype}"): ("GET", "/fhir/Observation?_include=Observation:subject", None),
+    ("POST", "/fhir/{rtype}/_search"): ("POST", "/fhir/Observation/_search", None),
+    ("POST", "/fhir/{rtype}"): ("POST", "/fhir/Patient", {"resourceType": "Patient"}),
+    ("GET", "/fhir/{rtype}/_history"): ("GET", "/fhir/Observation/_history", None),
+    ("GET", "/fhir/{rtype}/{rid}"): ("GET", "/fhir/Observation/o1", None),
+    ("PUT", "/fhir/{rtype}/{rid}"): ("PUT", "/fhir/Patient/p9",
+                                     {"resourceType": "Patient", "id": "p9"}),
+    ("DELETE", "/fhir/{rtype}/{rid}"): ("DELETE", "/fhir/Patient/p9", None),
+    ("GET", "/fhir/{rtype}/{rid}/_history"): ("GET", "/fhir/Observation/o1/_history", None),
+    ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): ("GET", "/fhir/Observation/o1/_history/1",
+                                                    None),
+    ("GET", "/fhir/Patient/{rid}/$everything"): ("GET", "/fhir/Patient/p1/$everything", None),
+    ("PATCH", "/fhir/{path:path}"): ("PATCH", "/fhir/Patient/p1", None),
+    ("HEAD", "/fhir/{path:path}"): ("HEAD", "/fhir/Patient/p1", None),
+    ("OPTIONS", "/fhir/{path:path}"): ("OPTIONS", "/fhir/Patient/p1", None),
+    ("GET", "/"): ("GET", "/", None),
+}
+NOT_DATA = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static-offline-docs"}
+
+
+@pytest.fixture
+def node(make_node: Any) -> Node:
+    n: Node = make_node()
+    n.store.put_many([{"resourceType": "Patient", "id": "p1"}, obs("o1", "p1"),
+                      consent("c1", "p1", "HRESCH")])
+    return n
+
+
+@pytest.fixture
+def unguarded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    for name in READS:
+        original = getattr(SQLiteStore, name)
+
+        def wrapper(self: Any, *args: Any, __name: str = name, __orig: Any = original,
+                    **kwargs: Any) -> Any:
+            if not GATE_ACTIVE.get():
+                calls.append(__name)
+            return __orig(self, *args, **kwargs)
+
+        monkeypatch.setattr(SQLiteStore, name, wrapper)
+    return calls
+
+
+def _routes(app: Any) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or route.path in NOT_DATA:
+            continue
+        for method in route.methods:
+            out.add((method, route.path))
+    return out
+
+
+def test_every_route_is_exercised_and_reads_only_through_the_gate(
+    node: Node, unguarded: list[str]
+) -> None:
+    app = create_app(node)
+    missing = _routes(app) - set(ROUTE_CALLS)
+    assert not missing, f"new routes must be added to ROUTE_CALLS: {sorted(missing)}"
+
+    async def call_all() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        statuses = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://node",
+                                     headers=CLINICIAN) as client:
+            for method, url, body in ROUTE_CALLS.values():
+                content = None if body is None else httpx.Request("POST", "/", json=body).content
+                response = await client.request(
+                    method, url, content=content,
+                    headers={"content-type": "application/fhir+json"} if body else {},
+                )
+                statuses.append(response.status_code)
+        return statuses
+
+    statuses = anyio.run(call_all)
+    assert all(s < 500 for s in statuses), statuses
+    assert unguarded == [], f"store read outside the egress gate: {unguarded}"
+
+
+ALLOWED_STORE_USE = {
+    # (module, function): store methods it may call directly (not egress of records)
+    ("cli.py", "node_status"): {"counts"},
+    ("cli.py", "demo"): {"counts"},
+    ("cli.py", "patient_token"): {"read"},  # existence check only; nothing is printed
+}
+
+
+def test_commands_and_routes_do_not_touch_the_store_directly() -> None:
+    src = Path(__file__).resolve().parents[1] / "src" / "healthmesh"
+    files = [src / "cli.py", *sorted((src / "api").glob("*.py"))]
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            used = _store_calls(func)
+            allowed = ALLOWED_STORE_USE.get((path.name, func.name), set())
+            assert used <= allowed, f"{path.name}:{func.name} reads the store directly: {used}"
+
+
+def _store_calls(func: ast.AST) -> set[str]:
+    """Methods called as ``<x>.store.<method>(...)`` or ``<x>.fhir.<read method>(...)``."""
+    found = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Attribute) and owner.attr in ("store", "fhir"):
+                if owner.attr == "store" or node.func.attr in (*READS, "everything"):
+                    found.add(node.func.attr)
+    return found
