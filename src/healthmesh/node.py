@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from healthmesh.audit import AuditLog, load_or_create_node_key
+from healthmesh.bulk import BulkExports
 from healthmesh.consent.policy import Policy, load_policy
 from healthmesh.errors import ConfigError
 from healthmesh.fhir.service import FhirService
@@ -44,6 +45,7 @@ class Node:
     audit: AuditLog
     gate: EgressGate
     patient_tokens: PatientTokens
+    exports: BulkExports
 
     def close(self) -> None:
         self.audit.close()
@@ -90,4 +92,5 @@ def open_node(folder: Path, overrides: dict[str, Any] | None = None) -> Node:
     scopes = AccessScopes(store, policy, settings.organization or None)
     gate = EgressGate(fhir, scopes, audit, denied_status=settings.denied_status)
     tokens = PatientTokens(folder / "patient-tokens.json")
-    return Node(folder, settings, store, fhir, policy, audit, gate, tokens)
+    exports = BulkExports(folder, gate)
+    return Node(folder, settings, store, fhir, policy, audit, gate, tokens, exports)

@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from healthmesh import __version__
-from healthmesh.api import fhir
+from healthmesh.api import export, fhir
 from healthmesh.errors import FhirError, Issue, operation_outcome
 from healthmesh.node import Node
 
@@ -42,6 +42,7 @@ def create_app(node: Node) -> FastAPI:
         description="FHIR R4 REST API of a healthmesh node.",
     )
     app.state.node = node
+    app.include_router(export.router)  # before fhir: /fhir/$export is not /fhir/{rtype}
     app.include_router(fhir.router)
 
     @app.exception_handler(FhirError)

@@ -21,12 +21,12 @@ from healthmesh.errors import Issue, MethodNotAllowed, NotFound, operation_outco
 from healthmesh.fhir.bundles import process_bundle
 from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.gate.egress import GuardedRepository
-from healthmesh.gate.requester import requester_from_headers
+from healthmesh.gate.requester import Requester, requester_from_headers
 from healthmesh.node import Node
 from healthmesh.store.base import SearchPage, StoredResource
 from healthmesh.store.sqlite import instant
 
-__all__ = ["FHIR_JSON", "fhir_response", "router"]
+__all__ = ["FHIR_JSON", "base_url", "fhir_response", "requester_of", "router"]
 
 FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
@@ -37,11 +37,14 @@ def _node(request: Request) -> Node:
     return node
 
 
+def requester_of(request: Request) -> Requester:
+    """Who is calling and why (from the request headers until tokens exist)."""
+    return requester_from_headers(request.headers, _node(request).patient_tokens)
+
+
 def _repo(request: Request) -> GuardedRepository:
     """The consent-guarded, audited repository for this request's caller."""
-    node = _node(request)
-    requester = requester_from_headers(request.headers, node.patient_tokens)
-    return node.gate.for_request(requester)
+    return _node(request).gate.for_request(requester_of(request))
 
 
 def base_url(request: Request) -> str:

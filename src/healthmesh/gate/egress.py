@@ -171,17 +171,28 @@ class GuardedRepository:
                 count += 1
         return count
 
-    def stream(self, query: SearchQuery, action: str = "export") -> Iterator[StoredResource]:
-        """Every match the requester may see (bulk export); audited in chunks."""
+    def stream(
+        self, query: SearchQuery, action: str = "export",
+        extra: tuple[str, list[object]] | None = None,
+    ) -> Iterator[StoredResource]:
+        """Every match the requester may see (bulk export); audited in chunks.
+
+        ``extra`` is one more SQL condition on ``resources r`` (e.g. a Group's members).
+        """
         token = GATE_ACTIVE.set(True)
         try:
-            yield from self._stream(query, action)
+            yield from self._stream(query, action, extra)
         finally:
             GATE_ACTIVE.reset(token)
 
-    def _stream(self, query: SearchQuery, action: str) -> Iterator[StoredResource]:
+    def _stream(
+        self, query: SearchQuery, action: str, extra: tuple[str, list[object]] | None
+    ) -> Iterator[StoredResource]:
         self._require_purpose(action)
-        query.restrict = self.scopes.restriction(self.requester)
+        sql, args = self.scopes.restriction(self.requester)
+        if extra is not None:
+            sql, args = f"{sql} AND ({extra[0]})", [*args, *extra[1]]
+        query.restrict = (sql, args)
         partial = self.scopes.partial_patients(self.requester)
         chunk: list[StoredResource] = []
         for stored in self.fhir.store.stream(query):
@@ -225,6 +236,13 @@ class GuardedRepository:
         out = [s for s in self.fhir.everything(patient_id) if self._allowed(s)]
         self._audit("everything", "permit", out, rule=decision.rule if decision else None)
         return out
+
+    @_guarded
+    def group_members(self, group_id: str) -> list[str]:
+        """Patient ids of a Group's members (for Group-level export)."""
+        group = self.read("Group", group_id).resource()
+        refs = [m.get("entity", {}).get("reference", "") for m in group.get("member", [])]
+        return sorted({r.split("/", 1)[1] for r in refs if r.startswith("Patient/")})
 
     # -- writes (audited; authorisation of writers comes with the security layer) -----
 

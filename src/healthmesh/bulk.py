@@ -1,0 +1,207 @@
+"""FHIR Bulk Data ``$export`` (system, Patient and Group level), through the egress gate.
+
+A kick-off starts a job in a background thread that streams each requested
+resource type through the requester's :class:`~healthmesh.gate.egress.GuardedRepository`
+(consent-filtered and audited like any other read) into NDJSON files under
+``DIR/exports/<job>/``. The job's state lives in ``job.json`` beside its files, so
+status survives a restart (an unfinished job is reported as failed after one).
+Only the requester who started a job may poll it or download its files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from healthmesh.errors import FhirError, InvalidRequest, NotFound
+from healthmesh.fhir.search_params import date_range
+from healthmesh.fhir.validation import resource_types
+from healthmesh.gate.egress import EgressGate
+from healthmesh.gate.requester import Forbidden, Requester
+from healthmesh.store.sqlite import instant
+
+__all__ = ["BulkExports", "ExportJob"]
+
+_JOB_FILE = "job.json"
+
+
+@dataclass
+class ExportJob:
+    id: str
+    scope_key: str
+    actor: str
+    purpose: str | None
+    patient: str | None
+    level: str  # system | patient | group
+    types: list[str]
+    since: str | None
+    group: str | None
+    request_url: str
+    transaction_time: str
+    status: str = "running"  # running | done | failed | cancelled
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    progress: str = ""
+
+
+class BulkExports:
+    """Bulk export jobs of one node."""
+
+    def __init__(self, folder: Path, gate: EgressGate) -> None:
+        self.folder = folder / "exports"
+        self.gate = gate
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- kick-off -------------------------------------------------------------------
+
+    def start(
+        self, requester: Requester, *, level: str, types: list[str] | None,
+        since: str | None, group: str | None, request_url: str,
+    ) -> ExportJob:
+        """Validate the request and start the job; raises InvalidRequest on bad parameters."""
+        if requester.purpose is None and not requester.is_patient:
+            raise Forbidden("A purpose of use (X-Purpose-Of-Use) is required to export data")
+        chosen = self._types(types)
+        if since is not None:
+            try:
+                date_range(since)
+            except ValueError as exc:
+                raise InvalidRequest(f"Invalid _since '{since}': {exc}") from None
+        members = None
+        if level == "group":
+            members = self.gate.for_request(requester).group_members(group or "")
+        job = ExportJob(
+            id=uuid.uuid4().hex, scope_key=requester.scope_key(), actor=requester.actor,
+            purpose=requester.purpose, patient=requester.patient, level=level, types=chosen,
+            since=since, group=group, request_url=request_url,
+            transaction_time=instant(time.time_ns() // 1000),
+        )
+        self._save(job)
+        thread = threading.Thread(target=self._run, args=(job, requester, members), daemon=True)
+        self._threads[job.id] = thread
+        thread.start()
+        return job
+
+    def _types(self, types: list[str] | None) -> list[str]:
+        known = resource_types()
+        if not types:
+            return sorted(self.gate.fhir.store.counts())
+        unknown = [t for t in types if t not in known]
+        if unknown:
+            raise InvalidRequest(f"Unknown resource type(s) in _type: {', '.join(unknown)}")
+        return types
+
+    # -- the job ----------------------------------------------------------------------
+
+    def _run(self, job: ExportJob, requester: Requester, members: list[str] | None) -> None:
+        try:
+            repo = self.gate.for_request(requester)
+            for rtype in job.types:
+                if self._load(job.id).status == "cancelled":
+                    return
+                job.counts[rtype] = self._export_type(job, repo, rtype, members)
+                job.progress = f"{len(job.counts)}/{len(job.types)} types"
+                self._save(job)
+            job.status = "done"
+        except FhirError as exc:
+            job.status, job.error = "failed", exc.message
+        except Exception as exc:  # a bug: record it, never leave the job running forever
+            job.status, job.error = "failed", f"internal error: {type(exc).__name__}"
+        self._save(job)
+
+    def _export_type(
+        self, job: ExportJob, repo: Any, rtype: str, members: list[str] | None
+    ) -> int:
+        params = [("_lastUpdated", f"ge{job.since}")] if job.since else []
+        query = repo.parse(rtype, params, strict=True)
+        extra = self._level_filter(job, members)
+        path = self._dir(job.id) / f"{rtype}.ndjson"
+        count = 0
+        with path.open("wb") as handle:
+            for stored in repo.stream(query, extra=extra):
+                assert stored.content is not None
+                handle.write(stored.content + b"\n")
+                count += 1
+        if count == 0:
+            path.unlink()
+        return count
+
+    def _level_filter(
+        self, job: ExportJob, members: list[str] | None
+    ) -> tuple[str, list[object]] | None:
+        if job.level == "patient":
+            return "r.patient IS NOT NULL", []
+        if job.level == "group":
+            if not members:
+                return "0", []
+            marks = ",".join("?" * len(members))
+            return f"r.patient IN ({marks})", list(members)
+        return None
+
+    # -- status and files -------------------------------------------------------------
+
+    def status(self, job_id: str, requester: Requester) -> ExportJob:
+        job = self._load(job_id)
+        if job.scope_key != requester.scope_key():
+            raise Forbidden("This export belongs to another requester")
+        if job.status == "running" and job_id not in self._threads:
+            job.status, job.error = "failed", "the node restarted while the export ran"
+            self._save(job)
+        return job
+
+    def manifest(self, job: ExportJob, base: str) -> dict[str, Any]:
+        return {
+            "transactionTime": job.transaction_time,
+            "request": job.request_url,
+            "requiresAccessToken": False,
+            "output": [
+                {"type": t, "url": f"{base}/$export-file/{job.id}/{t}.ndjson", "count": n}
+                for t, n in job.counts.items() if n
+            ],
+            "error": [],
+        }
+
+    def file(self, job_id: str, name: str, requester: Requester) -> Path:
+        job = self.status(job_id, requester)
+        if job.status != "done" or not name.endswith(".ndjson"):
+            raise NotFound(f"No file {name} in export {job_id}")
+        path = self._dir(job_id) / name
+        if path.parent != self._dir(job_id) or not path.exists():
+            raise NotFound(f"No file {name} in export {job_id}")
+        return path
+
+    def cancel(self, job_id: str, requester: Requester) -> None:
+        job = self.status(job_id, requester)
+        job.status = "cancelled"
+        self._save(job)
+        thread = self._threads.pop(job_id, None)
+        if thread is not None:
+            thread.join(timeout=30)
+        shutil.rmtree(self._dir(job_id), ignore_errors=True)
+
+    # -- persistence ------------------------------------------------------------------
+
+    def _dir(self, job_id: str) -> Path:
+        if not job_id.isalnum():
+            raise NotFound(f"No export {job_id}")
+        return self.folder / job_id
+
+    def _save(self, job: ExportJob) -> None:
+        folder = self._dir(job.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (_JOB_FILE + ".tmp")
+        tmp.write_bytes(orjson.dumps(asdict(job)))
+        tmp.replace(folder / _JOB_FILE)
+
+    def _load(self, job_id: str) -> ExportJob:
+        path = self._dir(job_id) / _JOB_FILE
+        if not path.exists():
+            raise NotFound(f"No export {job_id}")
+        return ExportJob(**orjson.loads(path.read_bytes()))
