@@ -158,7 +158,7 @@ def _store_calls(func: ast.AST) -> set[str]:
     for node in ast.walk(func):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
-            if isinstance(owner, ast.Attribute) and owner.attr in ("store", "fhir"):
-                if owner.attr == "store" or node.func.attr in (*READS, "everything"):
-                    found.add(node.func.attr)
+            is_owner = isinstance(owner, ast.Attribute) and owner.attr in ("store", "fhir")
+            if is_owner and (owner.attr == "store" or node.func.attr in (*READS, "everything")):
+                found.add(node.func.attr)
     return found

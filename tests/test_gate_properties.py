@@ -26,7 +26,8 @@ LABELS = (None, "PSY")
 
 # consents mostly about the purposes asked for, so that their interplay is exercised
 consent_spec = st.tuples(
-    st.sampled_from(PATIENTS), st.sampled_from(("TREAT", "HRESCH", "HRESCH", "HPAYMT")), st.sampled_from(("permit", "deny")),
+    st.sampled_from(PATIENTS), st.sampled_from(("TREAT", "HRESCH", "HRESCH", "HPAYMT")),
+    st.sampled_from(("permit", "deny")),
     st.sampled_from(LABELS), st.sampled_from(("active", "inactive")),
     st.sampled_from((None, *ORGS)),
 )
@@ -55,7 +56,8 @@ def oracle(node: Any, requester: Requester, resource: dict[str, Any],
     patient = patient_compartment(resource)
     if patient is None:
         return True
-    parsed = [parse_consent(c) for c in consents if c["patient"]["reference"] == f"Patient/{patient}"]
+    mine = f"Patient/{patient}"
+    parsed = [parse_consent(c) for c in consents if c["patient"]["reference"] == mine]
     question = node.gate.scopes.request(requester, patient, **_data_attributes(resource))
     return decide(question, parsed, node.policy).permit
 
