@@ -54,6 +54,15 @@ ROUTE_CALLS: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("GET", "/fhir/Group/{group_id}/$export"): ("GET", "/fhir/Group/g1/$export", None),
     ("GET", "/fhir/$export-status/{job_id}"): ("GET", "/fhir/$export-status/{job}", None),
     ("DELETE", "/fhir/$export-status/{job_id}"): ("DELETE", "/fhir/$export-status/{job}", None),
+    ("GET", "/patient/consents"): ("GET", "/patient/consents", None),
+    ("POST", "/patient/consents"): ("POST", "/patient/consents",
+                                    {"purpose": "HRESCH", "allow": True}),
+    ("POST", "/patient/consents/{consent_id}/revoke"): ("POST", "/patient/consents/c1/revoke",
+                                                       None),
+    ("GET", "/patient/consents/{consent_id}/receipt"): ("GET", "/patient/consents/c1/receipt",
+                                                        None),
+    ("GET", "/patient/access-log"): ("GET", "/patient/access-log", None),
+    ("GET", "/patient/data"): ("GET", "/patient/data", None),
     ("GET", "/fhir/$export-file/{job_id}/{name}"): ("GET",
                                                      "/fhir/$export-file/{job}/Patient.ndjson",
                                                      None),
@@ -116,12 +125,15 @@ def test_every_route_is_exercised_and_reads_only_through_the_gate(
                     break
                 await anyio.sleep(0.05)
             calls = sorted(ROUTE_CALLS.values(), key=lambda c: c[0] == "DELETE")
+            patient = {"Authorization": f"Bearer {node.patient_tokens.issue('p1')}"}
             for method, url, body in calls:
                 url = url.replace("{job}", job)
+                extra = patient if url.startswith("/patient") else {}
                 content = None if body is None else httpx.Request("POST", "/", json=body).content
                 response = await client.request(
                     method, url, content=content,
-                    headers={"content-type": "application/fhir+json"} if body else {},
+                    headers={**extra, **({"content-type": "application/fhir+json"}
+                                         if body else {})},
                 )
                 statuses.append(response.status_code)
         return statuses

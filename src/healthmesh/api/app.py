@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from healthmesh import __version__
-from healthmesh.api import export, fhir
+from healthmesh.api import export, fhir, patient
 from healthmesh.errors import FhirError, Issue, operation_outcome
 from healthmesh.node import Node
 
@@ -44,6 +44,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     app.include_router(export.router)  # before fhir: /fhir/$export is not /fhir/{rtype}
     app.include_router(fhir.router)
+    app.include_router(patient.router)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
