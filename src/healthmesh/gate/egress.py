@@ -80,6 +80,7 @@ class GuardedRepository:
         self.scopes = gate.scopes
         self.requester = requester
         self._coverage: dict[str, int] = {}
+        self._payers: dict[str, frozenset[str]] = {}
 
     # -- decisions -------------------------------------------------------------------
 
@@ -98,16 +99,21 @@ class GuardedRepository:
         """The consent decision for one stored resource (None: not a patient's data)."""
         if stored.content is None:
             return None
-        resource = stored.resource()
-        patient = stored.patient or patient_compartment(resource)
-        if patient is None:
-            return None
+        patient = stored.patient
+        if patient is None:  # e.g. an old version: find its patient in the content
+            patient = patient_compartment(stored.resource())
+            if patient is None:
+                return None
         cov = self._patient_coverage(patient)
         if cov in (ALL, NONE):
             kind = "permit" if cov == ALL else "deny"
             return Decision(cov == ALL, f"coverage:{kind}", None,
                             f"This requester's access to the patient's data: {kind}")
-        question = self.scopes.request(self.requester, patient, **_data_attributes(resource))
+        if patient not in self._payers:
+            self._payers[patient] = self.scopes.payers_of(patient)
+        attributes = _attributes_of(stored)
+        question = self.scopes.request(self.requester, patient, self._payers[patient],
+                                       **attributes)
         return decide(question, self.scopes.consents_of(patient), self.scopes.policy)
 
     def _allowed(self, stored: StoredResource) -> bool:
@@ -299,6 +305,21 @@ class GuardedRepository:
             patients=tuple(patients), decision=decision, rule=rule, reason=reason,
             request_id=req.request_id, outcome=outcome, detail=detail,
         ))
+
+
+_ATTRIBUTES: dict[tuple[str, str, int], dict[str, Any]] = {}
+_ATTRIBUTES_MAX = 50_000
+
+
+def _attributes_of(stored: StoredResource) -> dict[str, Any]:
+    """Data attributes of one resource version (immutable, so cached by type/id/version)."""
+    key = (stored.type, stored.id, stored.version)
+    found = _ATTRIBUTES.get(key)
+    if found is None:
+        if len(_ATTRIBUTES) > _ATTRIBUTES_MAX:
+            _ATTRIBUTES.clear()
+        found = _ATTRIBUTES[key] = _data_attributes(stored.resource())
+    return found
 
 
 def _data_attributes(resource: dict[str, Any]) -> dict[str, Any]:

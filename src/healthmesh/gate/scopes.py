@@ -34,6 +34,7 @@ from healthmesh.store.sqlite import SQLiteStore
 __all__ = ["ALL", "NONE", "PARTIAL", "AccessScopes"]
 
 NONE, PARTIAL, ALL = 0, 1, 2
+PARSE_CACHE_SIZE = 100_000
 _CODES = {"none": NONE, "partial": PARTIAL, "all": ALL}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS access_scope_keys (
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS access_scope_keys (
 CREATE TABLE IF NOT EXISTS access_scope (
     scope TEXT, patient TEXT, coverage INTEGER, PRIMARY KEY (scope, patient)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_scope_coverage ON access_scope (scope, coverage);
 """
 
 
@@ -58,6 +60,8 @@ class AccessScopes:
         self.node_org = node_org
         store._writer.executescript(SCHEMA)
         store.consent_hooks.append(self.refresh)
+        self._fallbacks: dict[str, int] = {}  # a scope's fallback never changes once built
+        self._parsed: dict[tuple[str, int], ParsedConsent | None] = {}
 
     # -- consents and payers -------------------------------------------------------------
 
@@ -67,16 +71,28 @@ class AccessScopes:
 
     def _consents(self, where: str, args: list[Any]) -> dict[str, list[ParsedConsent]]:
         rows = self.store.reader().execute(
-            "SELECT patient, content FROM resources WHERE type = 'Consent' "
+            "SELECT patient, id, version, content FROM resources WHERE type = 'Consent' "
             f"AND content IS NOT NULL AND patient IS NOT NULL {where}", args,
         )
         out: dict[str, list[ParsedConsent]] = {}
-        for patient, content in rows:
-            try:
-                out.setdefault(patient, []).append(parse_consent(orjson.loads(content)))
-            except ConsentError:
-                continue  # the write path rejects these; old data is ignored, not trusted
+        for patient, rid, version, content in rows:
+            parsed = self._parse(rid, version, content)
+            if parsed is not None:
+                out.setdefault(patient, []).append(parsed)
         return out
+
+    def _parse(self, rid: str, version: int, content: bytes) -> ParsedConsent | None:
+        """Parse a Consent version once: a (id, version) never changes, so this cache
+        can never hold a revoked consent as current (the revocation is a new version)."""
+        key = (rid, version)
+        if key not in self._parsed:
+            if len(self._parsed) > PARSE_CACHE_SIZE:
+                self._parsed.clear()
+            try:
+                self._parsed[key] = parse_consent(orjson.loads(content))
+            except ConsentError:
+                self._parsed[key] = None  # rejected at write; old data is ignored, not trusted
+        return self._parsed[key]
 
     def payers_of(self, patient: str) -> frozenset[str]:
         """Organisations paying for the patient's care (Coverage.payor of their Coverages)."""
@@ -138,11 +154,13 @@ class AccessScopes:
         fallback = self._ensure(requester, key)
         if requester.is_patient and requester.purpose == "PATRQT":
             return "(r.patient IS NULL OR r.patient = ?)", [requester.patient]
+        # correlated lookups on the scope's primary key: cheap per candidate row, and no
+        # materialised list of (possibly hundreds of thousands of) patients per query
         if fallback == ALL:
-            return ("(r.patient IS NULL OR r.patient NOT IN (SELECT patient FROM access_scope "
-                    "WHERE scope = ? AND coverage = 0))", [key])
-        return ("(r.patient IS NULL OR r.patient IN (SELECT patient FROM access_scope "
-                "WHERE scope = ? AND coverage > 0))", [key])
+            return ("(r.patient IS NULL OR NOT EXISTS (SELECT 1 FROM access_scope s "
+                    "WHERE s.scope = ? AND s.patient = r.patient AND s.coverage = 0))", [key])
+        return ("(r.patient IS NULL OR EXISTS (SELECT 1 FROM access_scope s "
+                "WHERE s.scope = ? AND s.patient = r.patient AND s.coverage > 0))", [key])
 
     def partial_patients(self, requester: Requester) -> set[str]:
         rows = self.store.reader().execute(
@@ -152,6 +170,13 @@ class AccessScopes:
         return {r[0] for r in rows}
 
     def _ensure(self, requester: Requester, key: str) -> int:
+        if key in self._fallbacks:
+            return self._fallbacks[key]
+        fallback = self._build(requester, key)
+        self._fallbacks[key] = fallback
+        return fallback
+
+    def _build(self, requester: Requester, key: str) -> int:
         row = self.store.reader().execute(
             "SELECT fallback FROM access_scope_keys WHERE scope = ?", (key,)
         ).fetchone()
