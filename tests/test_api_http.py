@@ -222,3 +222,16 @@ def test_openapi_docs_served(live: LiveServer) -> None:
     assert httpx.get(root + "/docs").status_code == 200
 
 
+
+
+def test_consent_policy_is_published(live: LiveServer, http: httpx.Client) -> None:
+    root = live.base.removesuffix("/fhir")
+    policy = httpx.get(root + "/consent-policy").json()
+    assert policy["plain_language"] and "HRESCH" in str(policy["policy"])
+    security = http.get("/metadata").json()["rest"][0]["security"]["description"]
+    assert "/consent-policy" in security
+
+
+def test_reads_need_a_purpose(live: LiveServer) -> None:
+    response = httpx.get(live.base + "/Patient", headers={"X-Requester": "Organization/x"})
+    assert response.status_code == 403 and "purpose" in outcome_text(response).lower()

@@ -49,6 +49,7 @@ ROUTE_CALLS: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("HEAD", "/fhir/{path:path}"): ("HEAD", "/fhir/Patient/p1", None),
     ("OPTIONS", "/fhir/{path:path}"): ("OPTIONS", "/fhir/Patient/p1", None),
     ("GET", "/"): ("GET", "/", None),
+    ("GET", "/consent-policy"): ("GET", "/consent-policy", None),
     ("GET", "/fhir/$export"): ("GET", "/fhir/$export", None),
     ("GET", "/fhir/Patient/$export"): ("GET", "/fhir/Patient/$export", None),
     ("GET", "/fhir/Group/{group_id}/$export"): ("GET", "/fhir/Group/g1/$export", None),

@@ -69,6 +69,12 @@ def create_app(node: Node) -> FastAPI:
         log.exception("unexpected error (ref %s) on %s %s", ref, request.method, request.url.path)
         return _outcome(500, "exception", f"Internal error (reference {ref})")
 
+    @app.get("/consent-policy", tags=["Consent"], summary="The node's consent policy")
+    def consent_policy() -> Response:
+        """What happens per purpose of use when a patient has given no consent."""
+        body = {"policy": node.policy.as_dict(), "plain_language": node.policy.describe()}
+        return Response(orjson.dumps(body), media_type="application/json")
+
     @app.get("/", include_in_schema=False)
     def root() -> Response:
         body = {"name": node.settings.name, "fhir": "/fhir", "docs": "/docs",

@@ -68,6 +68,14 @@ def capability_statement(node: Node, base: str) -> dict[str, Any]:
                 "interaction": [
                     {"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}
                 ],
+                "security": {
+                    "description": "Every read is filtered by the patients' consents for the "
+                    "caller's purpose of use (X-Purpose-Of-Use) and audited. The default "
+                    f"policy per purpose: {base.removesuffix('/fhir')}/consent-policy",
+                },
+                "operation": [{"name": "export",
+                               "definition": "http://hl7.org/fhir/uv/bulkdata/"
+                               "OperationDefinition/export"}],
                 "searchParam": [
                     {"name": "_count", "type": "number"},
                     {"name": "_sort", "type": "string"},
