@@ -348,7 +348,16 @@ def demo(
         console.print("loading the hospital's records into the node ...")
         stats = run_ingest(node, [data / "hospital"], rejects_path=folder / "rejects/demo.ndjson")
         _report_ingest(stats, json_out=False)
+    patient = node.store.search(node.fhir.parse("Patient", [("_count", "1")])).matches
+    token = node.patient_tokens.issue(patient[0].id) if patient else None
     node.close()
+    base = f"http://{host}:{port}"
+    out.print("Every read needs a purpose of use, for example:")
+    out.print(f"  curl -H 'X-Requester: Organization/demo-clinic' -H 'X-Purpose-Of-Use: TREAT' "
+              f"'{base}/fhir/Patient?_count=5'")
+    if token:
+        out.print(f"A demo patient ({patient[0].id}) can see their consents and access log:")
+        out.print(f"  curl -H 'Authorization: Bearer {token}' {base}/patient/access-log")
     serve(folder, host=host, port=port, log_level="warning")
 
 
