@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from healthmesh.consent.decide import decide
 from healthmesh.consent.parse import parse_consent
+from healthmesh.consent.records import request_for_resource
 from healthmesh.errors import FhirError
-from healthmesh.gate.egress import _data_attributes
 from healthmesh.gate.requester import Requester
 from healthmesh.node import init_node, open_node
 from tests.test_gate import condition, consent, obs
@@ -58,8 +58,8 @@ def oracle(node: Any, requester: Requester, resource: dict[str, Any],
         return True
     mine = f"Patient/{patient}"
     parsed = [parse_consent(c) for c in consents if c["patient"]["reference"] == mine]
-    question = node.gate.scopes.request(requester, patient, **_data_attributes(resource))
-    return decide(question, parsed, node.policy).permit
+    base = node.gate.scopes.request(requester, patient)
+    return decide(request_for_resource(base, resource), parsed, node.policy).permit
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -95,3 +95,18 @@ def test_my_data_download_and_isolation(gate_node: Node, token: dict[str, str]) 
     assert other.status_code == 404  # not the caller's consent
     assert no_token.status_code == 403 and bad_token.status_code == 403
     assert bad_body.status_code == 400
+
+
+def test_a_new_yes_replaces_an_old_no(gate_node: Node) -> None:  # noqa: F811
+    clinic = {"X-Requester": "Organization/city-clinic", "X-Purpose-Of-Use": "TREAT"}
+    p4 = {"Authorization": f"Bearer {gate_node.patient_tokens.issue('p4')}"}
+
+    async def calls(client: httpx.AsyncClient) -> tuple[int, int, list[str]]:
+        before = (await client.get("/fhir/Observation/o-p4", headers=clinic)).status_code
+        await client.post("/patient/consents", headers=p4, json={"purpose": "TREAT",
+                                                                  "allow": True})
+        after = (await client.get("/fhir/Observation/o-p4", headers=clinic)).status_code
+        mine = (await client.get("/patient/consents", headers=p4)).json()["consents"]
+        return before, after, sorted(c["status"] for c in mine)
+
+    assert run(gate_node, calls) == (404, 200, ["active", "inactive"])

@@ -17,7 +17,8 @@ Pure domain code (no HTTP, no store): the egress gate builds on it. ::
 
 Modules: :mod:`.model` (the immutable model), :mod:`.parse` (FHIR -> model),
 :mod:`.policy` (defaults per purpose, ActReason hierarchy), :mod:`.decide` (the
-decision), :mod:`.index` (cohort cache), :mod:`.labels` (sensitive categories),
+decision) and :mod:`.match` (one provision against one request), :mod:`.index` (cohort
+cache), :mod:`.labels` (sensitive categories),
 :mod:`.records` (a record's attributes), :mod:`.text` (plain language).
 See docs/consent.md for the semantics.
 """

@@ -25,11 +25,8 @@ only if it would be permit whatever the unknown values are. :func:`coverage` rep
 the spread instead: ``"all"`` (every record of the patient is permitted), ``"none"`` or
 ``"partial"`` (depends on the record: decide per resource).
 
-Matching details: a purpose matches a provision's purpose or any ancestor of it
-(ETREAT matches a TREAT rule, not the reverse); security labels must all be on the data;
-for a *deny*, a label also covers its finer labels (PSYTHPN for PSY) and a confidentiality
-code covers the more restricted ones (R covers V), for a *permit* neither widens (N does
-not permit R data); unlabelled data counts as confidentiality N.
+A purpose matches a provision's purpose or any ancestor of it (ETREAT matches a TREAT
+rule, not the reverse); the other criteria are matched by :mod:`.match`.
 """
 
 from __future__ import annotations
@@ -39,17 +36,15 @@ from dataclasses import dataclass, replace
 from functools import partial as partial_fn
 from typing import Any, Literal, Protocol, TypeVar
 
-from .labels import expand_labels
-from .model import CONFIDENTIALITY, ParsedConsent, Provision
+from .match import MAYBE, NO, match
+from .model import ParsedConsent, Provision
 from .policy import Policy, PurposeRule
 from .text import consent_reason, default_reason, recipient_reason
 
 __all__ = ["AccessRequest", "Coverage", "Decision", "coverage", "decide"]
 
 Coverage = Literal["all", "none", "partial"]
-NO, YES, MAYBE = 0, 1, 2
-_RANK = {code: i for i, code in enumerate(CONFIDENTIALITY)}
-_NORMAL = _RANK["N"]
+_SCOPE_OK = frozenset({"patient-privacy", "research"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +156,7 @@ def decide(request: AccessRequest, consents: Sequence[ParsedConsent],
         return early
     purpose, rule = early
     finals = _finals(request, purpose, rule, consents, policy, request.patient_id)
-    return _decision(finals, purpose, rule, request)
+    return _decision(finals, purpose, rule)
 
 
 def coverage(request: AccessRequest, consents: Sequence[ParsedConsent],
@@ -253,9 +248,6 @@ def _ordered(consents: Sequence[ParsedConsent], patient_id: str,
     return usable
 
 
-_SCOPE_OK = frozenset({"patient-privacy", "research"})
-
-
 def _consent_outcomes(consent: ParsedConsent, request: AccessRequest,
                       lineage: tuple[str, ...]) -> list[_Verdict | None]:
     return [None if p is None else _Verdict(p.type == "permit", consent, p)
@@ -265,13 +257,13 @@ def _consent_outcomes(consent: ParsedConsent, request: AccessRequest,
 def _provision_outcomes(provision: Provision, request: AccessRequest,
                         lineage: tuple[str, ...]) -> list[Provision | None]:
     """Possible winning provisions of this subtree (``None``: the subtree does not apply)."""
-    matched = _match(provision, request, lineage)
+    matched = match(provision, request, lineage)
     if matched == NO:
         return [None]
     below: list[Provision | None] = [None]
     for child in provision.provisions:
         below = _combine(below, _provision_outcomes(child, request, lineage))
-    out = [provision if p is None else p for p in below]
+    out: list[Provision | None] = [provision if p is None else p for p in below]
     if matched == MAYBE:
         out.append(None)
     return _unique(out)
@@ -313,8 +305,7 @@ def _unique(items: list[_T]) -> list[_T]:
     return out
 
 
-def _decision(finals: list[_Verdict], purpose: str, rule: PurposeRule,
-              request: AccessRequest) -> Decision:
+def _decision(finals: list[_Verdict], purpose: str, rule: PurposeRule) -> Decision:
     denies = [v for v in finals if not v.permit]
     chosen = denies[0] if denies else finals[0]
     partial = bool(denies) and len(denies) < len(finals)
@@ -326,111 +317,6 @@ def _decision(finals: list[_Verdict], purpose: str, rule: PurposeRule,
     return Decision(chosen.permit, f"{consent.reference}#{provision.path}", consent.id,
                     partial_fn(consent_reason, consent, provision, partial=partial),
                     provision=provision.path, purpose=purpose)
-
-
-# --------------------------------------------------------------------------- matching
-
-
-def _match(p: Provision, req: AccessRequest, lineage: tuple[str, ...]) -> int:
-    """YES, NO or MAYBE (depends on data attributes the request leaves unknown)."""
-    if p.unenforceable is not None:
-        return NO
-    if p.period is not None and not p.period.contains(req.at):
-        return NO
-    if p.actions and req.action not in p.actions:
-        return NO
-    if p.purposes and p.purposes.isdisjoint(lineage):
-        return NO
-    result = YES
-    for name in p.data_criteria:  # only the criteria this provision gives
-        found = _CHECKS[name](p, req)
-        if found == NO:
-            return NO
-        if found == MAYBE:
-            result = MAYBE
-    return result
-
-
-def _recipient(p: Provision, req: AccessRequest) -> int:
-    if not p.recipient_refs:
-        return YES
-    if req.requester is None and not req.requester_affiliations:
-        return MAYBE
-    return NO if p.recipient_refs.isdisjoint(req.identities()) else YES
-
-
-def _source(p: Provision, req: AccessRequest) -> int:
-    if not p.source_refs:
-        return YES
-    if req.sources is None:
-        return MAYBE
-    return NO if p.source_refs.isdisjoint(req.sources) else YES
-
-
-def _class(p: Provision, req: AccessRequest) -> int:
-    if not p.classes:
-        return YES
-    if req.resource_type is None:
-        return MAYBE
-    return YES if req.resource_type in p.classes else NO
-
-
-def _codes(p: Provision, req: AccessRequest) -> int:
-    if not p.codes:
-        return YES
-    if req.codes is None:
-        return MAYBE
-    return NO if p.codes.isdisjoint(req.codes) else YES
-
-
-def _data_period(p: Provision, req: AccessRequest) -> int:
-    if p.data_period is None:
-        return YES
-    if req.data_time is None:
-        return MAYBE
-    return YES if p.data_period.contains(req.data_time) else NO
-
-
-def _labels(p: Provision, req: AccessRequest) -> int:
-    if not p.security_labels:
-        return YES
-    if req.security_labels is None:
-        return MAYBE
-    deny = p.type == "deny"
-    data = expand_labels(req.security_labels) if deny else req.security_labels
-    level = max((_RANK[c] for c in data if c in _RANK), default=_NORMAL)
-    for label in p.security_labels:
-        rank = _RANK.get(label)
-        if rank is None:
-            ok = label in data
-        else:
-            ok = level >= rank if deny else level <= rank
-        if not ok:
-            return NO
-    return YES
-
-
-def _data(p: Provision, req: AccessRequest) -> int:
-    if not p.data:
-        return YES
-    best = NO
-    for item in p.data:
-        if item.meaning == "authoredby":
-            known, hit = req.sources is not None, item.reference in (req.sources or ())
-        elif item.meaning == "instance":
-            known, hit = req.resource_ref is not None, req.resource_ref == item.reference
-        else:  # related, dependents: the record itself or a record that refers to it
-            known = req.resource_ref is not None and req.references is not None
-            hit = req.resource_ref == item.reference or item.reference in (req.references or ())
-        if hit:
-            return YES
-        if not known:
-            best = MAYBE
-    return best
-
-
-_CHECKS = {"recipient": _recipient, "source": _source, "class": _class, "labels": _labels,
-           "codes": _codes, "data_period": _data_period, "data": _data}
 
 
 def for_patient(request: AccessRequest, patient_id: str,

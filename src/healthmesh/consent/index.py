@@ -12,8 +12,10 @@ consents, grouped into ``all``/``partial``/``none`` sets, plus the one coverage 
 patient *without* consents gets. A cohort is then answered with C-speed set operations.
 Each cached answer carries the time window in which it holds (between the period
 boundaries of the patient's consents), so a consent that starts or expires is honoured
-at once. :meth:`update` and :meth:`remove` recompute the affected patient in every
-cached query before returning: no cached answer outlives a revocation.
+at once. Filling a query costs one evaluation per distinct consent *shape* (structure
+and which periods are in force): most patients share a few. :meth:`update` and
+:meth:`remove` recompute the affected patient in every cached query before returning:
+no cached answer outlives a revocation.
 
 Payment (``recipients = "payers"``) depends on each patient's payers: the cache holds
 the answer for an eligible requester and the payers map is applied per query.
@@ -90,7 +92,11 @@ class ConsentIndex:
         """An index of ``consents`` (parsed or FHIR JSON; every one needs an id)."""
         index = cls(policy)
         for item in consents:
-            index._add(_parsed(item))
+            parsed = _parsed(item)
+            old = index._by_id.get(str(parsed.id))
+            if old is not None:  # the same id twice: the later version wins
+                index._discard(old)
+            index._add(parsed)
         for patient in index._by_patient:
             index._edges[patient] = _edges_of(index._by_patient[patient])
         return index
@@ -155,7 +161,7 @@ class ConsentIndex:
             template, by_payer = found
             if by_payer and template.identities().isdisjoint(payers):
                 return "none"
-            return self._entry(self._slice(template, at), patient_id, at)
+            return self._entry(self._slice(template, at), patient_id)
 
     def partition(self, patient_ids: Iterable[str], purpose: str | None,
                   requester: str | None = None, *,
@@ -170,8 +176,8 @@ class ConsentIndex:
             if isinstance(found, str):
                 return _everyone(ids, found)
             template, by_payer = found
-            groups = self._complete(self._slice(template, at), at)
-            split = _split(ids, groups, self._slices[template].default)
+            s = self._slice(template, at)
+            split = _split(ids, self._complete(s), s.default)
         return _by_payer(split, template, payers) if by_payer else split
 
     def permitted_patients(self, patient_ids: Iterable[str], purpose: str | None,
@@ -188,7 +194,7 @@ class ConsentIndex:
                 return set(patient_ids) if found == "all" else set()
             template, by_payer = found
             s = self._slice(template, at)
-            groups = self._complete(s, at)
+            groups = self._complete(s)
             if s.default == "all":
                 ids = patient_ids if isinstance(patient_ids, set) else set(patient_ids)
                 allowed = ids.difference(groups["none"], groups["partial"])
@@ -199,11 +205,28 @@ class ConsentIndex:
         return allowed
 
     def permitted_mask(self, patient_ids: Iterable[str], purpose: str | None,
-                       requester: str | None = None, **options: Any) -> list[bool]:
-        """For each patient id in order: True when coverage is ``"all"``."""
-        ids = list(patient_ids)
-        allowed = self.permitted_patients(ids, purpose, requester, **options)
-        return [p in allowed for p in ids]
+                       requester: str | None = None, *,
+                       payers: Mapping[str, Collection[str]] | None = None,
+                       **options: Any) -> list[bool]:
+        """For each patient id, in order: True when coverage is ``"all"``."""
+        ids = patient_ids if isinstance(patient_ids, (list, tuple)) else list(patient_ids)
+        at = _now(options.pop("at", None))
+        with self._lock:
+            found = self._uniform(purpose, requester, at, options)
+            if isinstance(found, str):
+                return [found == "all"] * len(ids)
+            template, by_payer = found
+            s = self._slice(template, at)
+            groups = self._complete(s)
+            if s.default == "all":
+                blocked = groups["none"] | groups["partial"]
+                mask = [p not in blocked for p in ids]
+            else:
+                allowed = groups["all"]
+                mask = [p in allowed for p in ids]
+        if by_payer:
+            mask = [m and _pays(template, payers, p) for m, p in zip(mask, ids, strict=True)]
+        return mask
 
     # ----------------------------------------------------------------- internals
 
@@ -250,7 +273,7 @@ class ConsentIndex:
             else:
                 self._store(s, patient)
 
-    def _entry(self, s: _Slice, patient: str, at: int) -> Coverage:
+    def _entry(self, s: _Slice, patient: str) -> Coverage:
         entry = s.entries.get(patient)
         if entry is None:
             if patient not in self._by_patient:
@@ -258,7 +281,7 @@ class ConsentIndex:
             return self._store(s, patient)
         return entry[0]
 
-    def _complete(self, s: _Slice, at: int) -> dict[str, set[str]]:
+    def _complete(self, s: _Slice) -> dict[str, set[str]]:
         if not s.complete:
             for patient in self._by_patient:
                 if patient not in s.entries:

@@ -17,6 +17,7 @@ exclusive at the precision written (``"end": "2026-12-31"`` includes all of that
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from healthmesh.errors import FhirError, Issue
@@ -177,6 +178,19 @@ class Provision:
 
 _SHAPES: dict[tuple[object, ...], int] = {}
 """Structural identity of consents (ids, patient and period values left out) -> small int."""
+_SHAPES_MAX = 1_000_000
+_UNSHARED = itertools.count(-1, -1)
+
+
+def _shape_id(key: tuple[object, ...]) -> int:
+    """The interned id of a consent shape; past :data:`_SHAPES_MAX` shapes, a fresh
+    negative id (never shared: still correct, only not memoised)."""
+    found = _SHAPES.get(key)
+    if found is None:
+        found = len(_SHAPES) if len(_SHAPES) < _SHAPES_MAX else next(_UNSHARED)
+        if found >= 0:
+            _SHAPES[key] = found
+    return found
 
 
 def _shape_key(p: Provision) -> tuple[object, ...]:
@@ -209,7 +223,7 @@ class ParsedConsent:
     def __post_init__(self) -> None:
         walk = self.provision.walk()
         key = (self.status, self.scope, tuple(_shape_key(p) for p in walk))
-        object.__setattr__(self, "shape", _SHAPES.setdefault(key, len(_SHAPES)))
+        object.__setattr__(self, "shape", _shape_id(key))
         object.__setattr__(self, "periods", tuple(p.period for p in walk if p.period))
 
     def signature(self, at: int) -> tuple[int, tuple[bool, ...]]:

@@ -198,7 +198,7 @@ def _check_table(code: str, table: Any, source: str) -> None:
         expected = _KEYS.get(key)
         if expected is None:
             raise ConfigError(f"{where}.{key}: unknown key (expected {', '.join(_KEYS)})")
-        if not isinstance(value, expected) or (expected is str and not value.strip()):
+        if not isinstance(value, expected) or (isinstance(value, str) and not value.strip()):
             raise ConfigError(f"{where}.{key}: must be a non-empty "
                               f"{'boolean' if expected is bool else 'string'}")
     _check_values(where, table)

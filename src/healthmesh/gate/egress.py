@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from healthmesh.audit import AuditLog, AuditRecord
-from healthmesh.consent.decide import Decision, decide
-from healthmesh.consent.labels import labels_for
+from healthmesh.consent.decide import AccessRequest, Decision, decide
+from healthmesh.consent.records import request_for_resource
 from healthmesh.errors import FhirError, NotFound
-from healthmesh.fhir.search_params import extract_index, patient_compartment
+from healthmesh.fhir.search_params import patient_compartment
 from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.fhir.service import FhirService
 from healthmesh.gate.requester import Forbidden, Requester
@@ -46,13 +46,9 @@ def _guarded(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 MAX_AUDITED_IDS = 2000
-_DATE_FIELDS = (
-    "effectiveDateTime", "effectiveInstant", "onsetDateTime", "occurrenceDateTime",
-    "performedDateTime", "authoredOn", "recordedDate", "issued", "created", "date",
-    "dateTime", "recorded", "whenHandedOver",
-)
-_PERIOD_FIELDS = ("effectivePeriod", "performedPeriod", "period", "billablePeriod",
-                  "onsetPeriod", "occurrencePeriod")
+_PROBE = AccessRequest(patient_id="-", purpose=None, at=0)
+_DATA_FIELDS = ("resource_type", "security_labels", "data_time", "codes", "resource_ref",
+                "references", "sources")
 
 
 class EgressGate:
@@ -312,44 +308,14 @@ _ATTRIBUTES_MAX = 50_000
 
 
 def _attributes_of(stored: StoredResource) -> dict[str, Any]:
-    """Data attributes of one resource version (immutable, so cached by type/id/version)."""
+    """Data attributes of one resource version (immutable, so cached by type/id/version):
+    type, sensitivity labels, time, codes, references and sources, as the consent model
+    reads them (:func:`healthmesh.consent.request_for_resource`)."""
     key = (stored.type, stored.id, stored.version)
     found = _ATTRIBUTES.get(key)
     if found is None:
         if len(_ATTRIBUTES) > _ATTRIBUTES_MAX:
             _ATTRIBUTES.clear()
-        found = _ATTRIBUTES[key] = _data_attributes(stored.resource())
+        probe = request_for_resource(_PROBE, stored.resource())
+        found = _ATTRIBUTES[key] = {name: getattr(probe, name) for name in _DATA_FIELDS}
     return found
-
-
-def _data_attributes(resource: dict[str, Any]) -> dict[str, Any]:
-    """What the consent model needs to know about one record."""
-    tokens = extract_index(resource).tokens
-    codes = frozenset(f"{s}|{c}" for p, s, c in tokens if p == "code" and s)
-    return {
-        "resource_type": resource["resourceType"],
-        "security_labels": labels_for(resource),
-        "data_time": _data_time(resource),
-        "codes": codes,
-        "resource_ref": f"{resource['resourceType']}/{resource.get('id')}",
-    }
-
-
-def _data_time(resource: dict[str, Any]) -> int | None:
-    from healthmesh.fhir.search_params import date_range
-
-    for name in _DATE_FIELDS:
-        value = resource.get(name)
-        if isinstance(value, str):
-            try:
-                return date_range(value)[0]
-            except ValueError:
-                return None
-    for name in _PERIOD_FIELDS:
-        value = resource.get(name)
-        if isinstance(value, dict) and isinstance(value.get("start"), str):
-            try:
-                return date_range(value["start"])[0]
-            except ValueError:
-                return None
-    return None

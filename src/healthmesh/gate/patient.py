@@ -82,12 +82,33 @@ class PatientPortal:
         return sorted(out, key=lambda c: c["updated"], reverse=True)
 
     def grant(self, patient: str, choice: ConsentChoice) -> dict[str, Any]:
-        """Record a choice as a new active Consent; returns its receipt."""
+        """Record a choice as a new active Consent; returns its receipt.
+
+        The patient's earlier active consents about the same purpose and recipient are
+        made inactive in the same transaction: the newest choice is the one that holds
+        (otherwise an old refusal would outweigh a new yes, since a deny wins).
+        """
         choice.validate()
         consent = _consent(patient, choice)
-        result = self.fhir.update("Consent", consent["id"], consent)
+        with self.fhir.store.transaction():
+            for old in self._superseded(patient, choice):
+                old["status"] = "inactive"
+                self.fhir.update("Consent", old["id"], old)
+                self._audit(patient, "replace", old["id"])
+            result = self.fhir.update("Consent", consent["id"], consent)
         self._audit(patient, "grant" if choice.allow else "refuse", result.stored.id)
         return self.receipt(patient, result.stored.id)
+
+    def _superseded(self, patient: str, choice: ConsentChoice) -> list[dict[str, Any]]:
+        recipients = frozenset({choice.recipient} if choice.recipient else ())
+        out = []
+        for parsed in self.node.gate.scopes.consents_of(patient):
+            root = parsed.provision
+            same_recipients = frozenset(a.reference for a in root.recipients) == recipients
+            if parsed.status == "active" and choice.purpose in root.purposes \
+                    and same_recipients and parsed.id:
+                out.append(self._own(patient, parsed.id))
+        return out
 
     def revoke(self, patient: str, consent_id: str) -> dict[str, Any]:
         """Make one of the patient's consents inactive at once; returns the receipt."""

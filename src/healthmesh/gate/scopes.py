@@ -115,6 +115,8 @@ class AccessScopes:
         **data: Any,
     ) -> AccessRequest:
         """The consent question for ``requester`` about ``patient`` (data attributes optional)."""
+        if self.node_org and data.get("sources") is not None:
+            data["sources"] = data["sources"] | {self.node_org}  # the node holds the record
         return AccessRequest(
             patient_id=patient, purpose=requester.purpose, at=now_us(),
             requester=requester.actor if requester.actor != "anonymous" else None,
