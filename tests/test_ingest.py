@@ -251,3 +251,11 @@ def _all(node: Any) -> list[Any]:
 
 def _strip_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "meta"}
+
+
+def test_ingest_is_audited(node_dir: Path, tmp_path: Path) -> None:
+    ingest_json(node_dir, ndjson(tmp_path / "a.ndjson", [obs(1), obs(2)]))
+    with open_node(node_dir) as node:
+        records = [e.record for e in node.audit.entries(action="ingest", limit=5)]
+    assert records and records[0].detail is not None
+    assert records[0].detail["created"] == 2 and records[0].actor == "system"

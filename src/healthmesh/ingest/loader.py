@@ -117,7 +117,22 @@ def ingest(
             rejects.close()
     stats.rejected = rejects.count
     stats.rejects_file = str(rejects_path) if rejects.count else None
+    _audit_ingest(node, paths, stats)
     return stats
+
+
+def _audit_ingest(node: Node, paths: list[Path], stats: IngestStats) -> None:
+    """One audit record for the whole load (an administrative write of many records)."""
+    from healthmesh.audit import AuditRecord
+
+    node.audit.append(AuditRecord(
+        actor="system", action="ingest", decision="n/a", rule="admin:ingest",
+        reason=f"healthmesh ingest of {stats.files} file(s)",
+        outcome="success" if not stats.rejected else "failure",
+        detail={"files": [str(p) for p in paths][:20], "read": stats.read,
+                "created": stats.created, "updated": stats.updated,
+                "unchanged": stats.unchanged, "rejected": stats.rejected},
+    ))
 
 
 class _Loader:
