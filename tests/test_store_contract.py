@@ -161,3 +161,18 @@ class TestSQLiteStore(StoreContract):
         assert again.read("Patient", "p1").version == 1
         assert ids(again.search(parse_search("Patient", [("family", "smi")]))) == ["p1"]
         again.close()
+
+
+def test_two_processes_writing_one_store(tmp_path: Path) -> None:
+    """A server and an ingest may write the same store: row ids must not collide."""
+    first = SQLiteStore(tmp_path / "s.sqlite")
+    second = SQLiteStore(tmp_path / "s.sqlite")
+    first.put(patient("a1"))
+    second.put(patient("b1"))
+    first.put_many([patient("a2"), patient("a3")])
+    second.put_many([patient("b2")])
+    assert sorted(first.counts().items()) == [("Patient", 5)]
+    found = ids(first.search(parse_search("Patient", [("_count", "10")])))
+    assert found == ["a1", "b1", "a2", "a3", "b2"]
+    first.close()
+    second.close()

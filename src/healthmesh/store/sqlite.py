@@ -143,6 +143,7 @@ class SQLiteStore:
             if outer:
                 self._writer.execute("BEGIN IMMEDIATE")
                 self._tx_thread = threading.get_ident()
+                self._next_rid = 0  # another process may have written since: re-read max(rid)
             self._tx_depth += 1
             try:
                 yield
