@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -87,6 +88,20 @@ class LiveServer:
             self.proc.kill()
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+def run_asgi(node: Node, calls: Callable[[httpx.AsyncClient], Any]) -> Any:
+    """Run ``calls(client)`` against the node's app in process (no server needed)."""
+    import anyio
+
+    from healthmesh.api.app import create_app
+
+    async def go() -> Any:
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            return await calls(client)
+
+    return anyio.run(go)
 
 
 @pytest.fixture(scope="session")

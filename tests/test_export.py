@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import httpx
 import orjson
 import pytest
 
-from healthmesh.api.app import create_app
 from healthmesh.node import Node
+from tests.conftest import run_asgi
 from tests.test_gate import node as gate_node  # noqa: F401  (the same consented data)
 
 RESEARCH = {"X-Requester": "Organization/uni-research", "X-Purpose-Of-Use": "HRESCH",
@@ -21,12 +20,7 @@ CLINIC = {"X-Requester": "Organization/city-clinic", "X-Purpose-Of-Use": "TREAT"
 
 
 def run(node: Node, calls: Any) -> Any:
-    async def go() -> Any:
-        transport = httpx.ASGITransport(app=create_app(node))
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-            return await calls(client)
-
-    return anyio.run(go)
+    return run_asgi(node, calls)
 
 
 async def export(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> dict[str, Any]:

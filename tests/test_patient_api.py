@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
-from healthmesh.api.app import create_app
 from healthmesh.node import Node
+from tests.conftest import run_asgi
 from tests.test_gate import node as gate_node  # noqa: F401
 
 RESEARCH = {"X-Requester": "Organization/uni-research", "X-Purpose-Of-Use": "HRESCH"}
 
 
 def run(node: Node, calls: Any) -> Any:
-    async def go() -> Any:
-        transport = httpx.ASGITransport(app=create_app(node))
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
-            return await calls(client)
-
-    return anyio.run(go)
+    return run_asgi(node, calls)
 
 
 @pytest.fixture

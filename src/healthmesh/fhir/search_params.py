@@ -76,6 +76,10 @@ class SearchParam:
     url: str = ""
 
 
+_ROW_LISTS = ("tokens", "token_texts", "strings", "dates", "references", "quantities",
+              "numbers", "uris")
+
+
 @dataclass(slots=True)
 class IndexRows:
     """The search-index rows of one resource, one list per index table."""
@@ -93,22 +97,10 @@ class IndexRows:
 
     def dedupe(self) -> None:
         """Drop duplicate rows, keeping first occurrences in order."""
-        if len(self.tokens) > 1:
-            self.tokens = list(dict.fromkeys(self.tokens))
-        if len(self.token_texts) > 1:
-            self.token_texts = list(dict.fromkeys(self.token_texts))
-        if len(self.strings) > 1:
-            self.strings = list(dict.fromkeys(self.strings))
-        if len(self.dates) > 1:
-            self.dates = list(dict.fromkeys(self.dates))
-        if len(self.references) > 1:
-            self.references = list(dict.fromkeys(self.references))
-        if len(self.quantities) > 1:
-            self.quantities = list(dict.fromkeys(self.quantities))
-        if len(self.numbers) > 1:
-            self.numbers = list(dict.fromkeys(self.numbers))
-        if len(self.uris) > 1:
-            self.uris = list(dict.fromkeys(self.uris))
+        for name in _ROW_LISTS:
+            rows = getattr(self, name)
+            if len(rows) > 1:
+                setattr(self, name, list(dict.fromkeys(rows)))
 
 
 # --------------------------------------------------------------------------- definitions
