@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time as _time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -160,6 +160,19 @@ class AuditRecord:
         setattr_(self, "patients", _patients(self.patients))
         setattr_(self, "detail", _check_detail(self.detail))
 
+    @classmethod
+    def trusted(cls, **values: Any) -> AuditRecord:
+        """A record built without per-field checks, for callers whose values come from
+        validated data (the egress gate: references read from the store). Tuples must
+        already be tuples and patient ids bare; ``detail`` stays small."""
+        record = object.__new__(cls)
+        for name in _FIELD_NAMES:
+            default = _DEFAULTS[name]
+            value = values[name] if name in values else (
+                default() if callable(default) else default)
+            object.__setattr__(record, name, value)
+        return record
+
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-ready dict (tuples stay tuples)."""
         return {name: getattr(self, name) for name in _FIELD_NAMES}
@@ -184,6 +197,12 @@ class AuditRecord:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(AuditRecord))
+
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: (f.default_factory if f.default_factory is not MISSING else f.default)
+    for f in fields(AuditRecord)
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -295,7 +295,7 @@ class GuardedRepository:
         refs = [f"{s.type}/{s.id}" for s in items][:MAX_AUDITED_IDS]
         patients = sorted({p for p in (s.patient for s in items) if p})
         req = self.requester
-        log.append(AuditRecord(
+        log.append(AuditRecord.trusted(
             actor=req.actor, action=action, organisation=req.organisation, purpose=req.purpose,
             resource_types=tuple(sorted({s.type for s in items})), resources=tuple(refs),
             patients=tuple(patients), decision=decision, rule=rule, reason=reason,
