@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from healthmesh.api.bodies import read_json_body
 from healthmesh.api.capability import capability_statement
 from healthmesh.api.shaping import shape_resource
-from healthmesh.errors import Issue, MethodNotAllowed, NotFound, operation_outcome
+from healthmesh.errors import Issue, MethodNotAllowed, operation_outcome
 from healthmesh.fhir.bundles import process_bundle
 from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.gate.egress import GuardedRepository
@@ -338,6 +338,3 @@ def _history_entry(request: Request, stored: StoredResource, method: str) -> byt
     parts.append(b'"response":' + orjson.dumps(response) + b"}")
     return b",".join(parts)
 
-
-def raise_not_found(path: str) -> None:
-    raise NotFound(f"No route for {path}")

@@ -12,7 +12,6 @@ unknown parameters become warnings, or errors under ``strict`` handling.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -371,7 +370,3 @@ def _parse_include(raw: str, iterate: bool, resource_types: frozenset[str] | Non
             raise InvalidRequest(f"'{param}' is not a reference parameter of {source}")
     return Include(source, param, target, iterate)
 
-
-def now_us() -> int:
-    """The current time in epoch microseconds (UTC)."""
-    return time.time_ns() // 1000
