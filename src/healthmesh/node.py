@@ -88,7 +88,7 @@ def open_node(folder: Path, overrides: dict[str, Any] | None = None) -> Node:
     policy = load_policy(policy_path)
     store = SQLiteStore(folder / STORE_FILE)
     fhir = FhirService(store)
-    audit = AuditLog(folder, signing_key=load_or_create_node_key(folder))
+    audit = AuditLog(folder, signing_key=load_or_create_node_key(folder), journal=True)
     scopes = AccessScopes(store, policy, settings.organization or None)
     gate = EgressGate(fhir, scopes, audit, denied_status=settings.denied_status)
     tokens = PatientTokens(folder / "patient-tokens.json")

@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from healthmesh.audit.chain import VerifyResult, entry_hash
 from healthmesh.audit.checkpoints import Checkpoint, sign_checkpoint
 from healthmesh.audit.errors import AuditError, AuditLogCorrupt, InvalidAuditRecord
+from healthmesh.audit.journal import JOURNAL_GLOB, Journal, generation_of, read_frames
 from healthmesh.audit.keys import (
     load_node_key,
     load_or_create_node_key,
@@ -68,6 +70,13 @@ AUDIT_FILE = "audit.sqlite"
 _Prepared = tuple[bytes, int, str, str, tuple[str, ...]]
 
 
+def _prepare_payload(payload: bytes) -> _Prepared:
+    """The prepared row of a journaled record (its canonical JSON bytes)."""
+    fields = orjson.loads(payload)
+    return (payload, fields["time"], fields["actor"], fields["action"],
+            tuple(fields["patients"]))
+
+
 def _prepare(record: AuditRecord) -> _Prepared:
     if not isinstance(record, AuditRecord):
         raise InvalidAuditRecord(f"expected an AuditRecord, got {type(record).__name__}")
@@ -93,6 +102,7 @@ class AuditLog:
     def __init__(
         self, folder: Path, *, signing_key: Ed25519PrivateKey | None = None,
         checkpoint_every: int = 1000, readonly: bool = False, synchronous: str = "NORMAL",
+        journal: bool = False,
     ) -> None:
         if type(checkpoint_every) is not int or checkpoint_every < 1:
             raise AuditError(f"checkpoint_every must be a positive int, not {checkpoint_every!r}")
@@ -112,8 +122,11 @@ class AuditLog:
         self._closed = False
         self._key = signing_key
         self._writer: sqlite3.Connection | None = None
+        self._journal: Journal | None = None
         try:
             self._open()
+            if journal and not readonly:
+                self._open_journal()
         except BaseException as exc:
             self._close_connections()
             if isinstance(exc, sqlite3.Error):
@@ -171,6 +184,62 @@ class AuditLog:
                 self._sign_head(conn, head)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'every'",
                          (str(self.checkpoint_every),))
+
+    # -- the write-ahead journal (see audit/journal.py) --------------------------------
+
+    def _open_journal(self) -> None:
+        """Chain what an earlier run left in the journal, then own the journal."""
+        generation, offset = self._journal_position()
+        files = sorted(self.folder.glob(JOURNAL_GLOB), key=generation_of)
+        for path in files:
+            gen = generation_of(path)
+            if gen < generation:
+                path.unlink(missing_ok=True)  # fully chained before a rotation finished
+                continue
+            start = offset if gen == generation else 0
+            frames, end = read_frames(path, start)
+            self._drain_journal(gen, end, frames)
+            if path.stat().st_size > end:  # a torn last frame: never acknowledged, drop it
+                with path.open("r+b") as handle:
+                    handle.truncate(end)
+            generation, offset = gen, end
+        try:
+            self._journal = Journal(self.folder, generation, self._drain_journal)
+        except OSError:
+            return  # another process owns the journal: append synchronously
+        self._journal.start(offset)
+
+    def _journal_position(self) -> tuple[int, int]:
+        rows = dict(self._reader().execute(
+            "SELECT key, value FROM meta WHERE key IN ('journal_generation', 'journal_offset')"
+        ).fetchall())
+        return int(rows.get("journal_generation", 0)), int(rows.get("journal_offset", 0))
+
+    def _drain_journal(self, generation: int, offset: int, payloads: list[bytes]) -> None:
+        """Chain journaled records and store the journal position, in one transaction."""
+        prepared = [_prepare_payload(p) for p in payloads]
+        with self._writing() as conn:
+            if prepared:
+                self._insert(conn, prepared)
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("journal_generation", str(generation)), ("journal_offset", str(offset))],
+            )
+
+    def append_journaled(self, record: AuditRecord) -> None:
+        """Append through the write-ahead journal when this process owns one (the
+        record is durable against a crash of the process when this returns and is
+        chained within milliseconds); otherwise exactly like :meth:`append`."""
+        if self._journal is None:
+            self.append(record)
+            return
+        self._check_writable()
+        self._journal.write(_prepare(record)[0])
+
+    def _settle(self) -> None:
+        """Make the chain include every journaled record (before reading it)."""
+        if self._journal is not None:
+            self._journal.flush()
 
     # -- connections -----------------------------------------------------------------
 
@@ -316,6 +385,7 @@ class AuditLog:
 
     def checkpoint(self) -> Checkpoint | None:
         """Sign the current head now (if not yet signed); the latest checkpoint or None."""
+        self._settle()
         with self._writing() as conn:
             head = read_head(conn)
             if head[0] and head[0] > head[3]:
@@ -326,6 +396,7 @@ class AuditLog:
 
     def head(self) -> int:
         """The last position (0 for an empty log)."""
+        self._settle()
         row = self._reader().execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()
         return int(row[0])
 
@@ -348,6 +419,7 @@ class AuditLog:
         ``patient`` ("p1" or "Patient/p1") uses the patient index: who looked at that
         patient's data; ``actor`` the actor index. Newest first unless told otherwise.
         """
+        self._settle()
         return select_entries(
             self._reader(), patient=patient, actor=actor, since=since, until=until,
             action=action, limit=limit, offset=offset, newest_first=newest_first,
@@ -356,6 +428,7 @@ class AuditLog:
     def scan(self, *, after: int = 0, since: int | None = None,
              batch: int = 1000) -> Iterator[AuditEntry]:
         """Every entry after position ``after`` (and at or after ``since``), oldest first."""
+        self._settle()
         while True:
             page = select_page(self._reader(), after, since, batch)
             yield from page
@@ -374,6 +447,7 @@ class AuditLog:
         checkpoints kept outside the node (e.g. by the hub): the log must still contain
         the entries they sign, which catches a rollback or a rewrite with the node key.
         """
+        self._settle()
         with self._snapshot() as conn:
             return verify_connection(conn, public_key or self.public_key, self.log_id,
                                      anchors=anchors, every=self._meta_every)
@@ -382,6 +456,9 @@ class AuditLog:
         """Sign the unsigned tail (writers) and close every connection; idempotent."""
         if self._closed:
             return
+        if self._journal is not None:
+            self._journal.close()  # chains everything journaled first
+            self._journal = None
         if not self.readonly:
             with suppress(AuditError):
                 self.checkpoint()

@@ -23,7 +23,7 @@ from healthmesh.fhir.search_params import patient_compartment
 from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.fhir.service import FhirService
 from healthmesh.gate.requester import Forbidden, Requester
-from healthmesh.gate.scopes import ALL, NONE, AccessScopes
+from healthmesh.gate.scopes import ALL, NONE, PARTIAL, AccessScopes
 from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
 
 __all__ = ["GATE_ACTIVE", "EgressGate", "GuardedRepository"]
@@ -77,6 +77,7 @@ class GuardedRepository:
         self.requester = requester
         self._coverage: dict[str, int] = {}
         self._payers: dict[str, frozenset[str]] = {}
+        self._epoch: int | None = None
 
     # -- decisions -------------------------------------------------------------------
 
@@ -106,11 +107,18 @@ class GuardedRepository:
             return Decision(cov == ALL, f"coverage:{kind}", None,
                             f"This requester's access to the patient's data: {kind}")
         if patient not in self._payers:
-            self._payers[patient] = self.scopes.payers_of(patient)
+            needed = self.scopes.needs_payers(self.requester.purpose)
+            self._payers[patient] = self.scopes.payers_of(patient) if needed else frozenset()
         attributes = _attributes_of(stored)
         question = self.scopes.request(self.requester, patient, self._payers[patient],
                                        **attributes)
-        return decide(question, self.scopes.consents_of(patient), self.scopes.policy)
+        return decide(question, self._consents_of(patient), self.scopes.policy)
+
+    def _consents_of(self, patient: str) -> list[Any]:
+        """The patient's parsed consents, read once per request."""
+        if self._epoch is None:
+            self._epoch = self.scopes.epoch()
+        return self.scopes.consents_at(patient, self._epoch)
 
     def _allowed(self, stored: StoredResource) -> bool:
         decision = self.decision(stored)
@@ -153,25 +161,37 @@ class GuardedRepository:
         self._require_purpose("search")
         query.restrict = self.scopes.restriction(self.requester)
         page = self.fhir.search(query, cursor)
-        partial = self.scopes.partial_patients(self.requester)
-        if partial:
-            page.matches = [m for m in page.matches if m.patient not in partial
-                            or self._allowed(m)]
-            if page.total is not None:
-                page.total -= self._denied_partial(query, partial)
+        page.matches = self._filter_partial(page.matches)
+        if page.total is not None:
+            page.total -= self._denied_partial(query)
         page.included = [s for s in page.included if self._allowed(s)]
         self._audit("search", "permit", [*page.matches, *page.included],
                     rule=f"scope:{self.requester.scope_key()}",
                     detail={"type": query.resource_type, "matches": len(page.matches)})
         return page
 
-    def _denied_partial(self, query: SearchQuery, partial: set[str]) -> int:
-        """Matches of partially covered patients that the per-record check refuses."""
-        count = 0
+    def _filter_partial(self, items: list[StoredResource]) -> list[StoredResource]:
+        """Drop the records of partially covered patients that the per-record check refuses."""
+        partial = self.scopes.partial_among(self.requester, (s.patient for s in items))
+        if not partial:
+            return items
+        for patient in partial:
+            self._coverage[patient] = PARTIAL  # known from the scope: decide per record
+        return [s for s in items if s.patient not in partial or self._allowed(s)]
+
+    def _batches(self, query: SearchQuery, size: int = 500) -> Iterator[list[StoredResource]]:
+        batch: list[StoredResource] = []
         for stored in self.fhir.store.stream(query):
-            if stored.patient in partial and not self._allowed(stored):
-                count += 1
-        return count
+            batch.append(stored)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _denied_partial(self, query: SearchQuery) -> int:
+        """Matches (of the whole search) that the per-record check refuses."""
+        return sum(len(b) - len(self._filter_partial(b)) for b in self._batches(query))
 
     def stream(
         self, query: SearchQuery, action: str = "export",
@@ -195,18 +215,10 @@ class GuardedRepository:
         if extra is not None:
             sql, args = f"{sql} AND ({extra[0]})", [*args, *extra[1]]
         query.restrict = (sql, args)
-        partial = self.scopes.partial_patients(self.requester)
-        chunk: list[StoredResource] = []
-        for stored in self.fhir.store.stream(query):
-            if stored.patient in partial and not self._allowed(stored):
-                continue
-            chunk.append(stored)
-            yield stored
-            if len(chunk) >= MAX_AUDITED_IDS:
-                self._audit(action, "permit", chunk, rule=f"scope:{self.requester.scope_key()}")
-                chunk = []
-        if chunk:
-            self._audit(action, "permit", chunk, rule=f"scope:{self.requester.scope_key()}")
+        for batch in self._batches(query):
+            kept = self._filter_partial(batch)
+            yield from kept
+            self._audit(action, "permit", kept, rule=f"scope:{self.requester.scope_key()}")
 
     @_guarded
     def history(
@@ -295,7 +307,7 @@ class GuardedRepository:
         refs = [f"{s.type}/{s.id}" for s in items][:MAX_AUDITED_IDS]
         patients = sorted({p for p in (s.patient for s in items) if p})
         req = self.requester
-        log.append(AuditRecord.trusted(
+        log.append_journaled(AuditRecord.trusted(
             actor=req.actor, action=action, organisation=req.organisation, purpose=req.purpose,
             resource_types=tuple(sorted({s.type for s in items})), resources=tuple(refs),
             patients=tuple(patients), decision=decision, rule=rule, reason=reason,

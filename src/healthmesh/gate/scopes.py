@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS access_scope (
     scope TEXT, patient TEXT, coverage INTEGER, PRIMARY KEY (scope, patient)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_scope_coverage ON access_scope (scope, coverage);
+CREATE TABLE IF NOT EXISTS consent_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER);
+INSERT OR IGNORE INTO consent_epoch VALUES (1, 0);
 """
 
 
@@ -62,12 +64,35 @@ class AccessScopes:
         store.consent_hooks.append(self.refresh)
         self._fallbacks: dict[str, int] = {}  # a scope's fallback never changes once built
         self._parsed: dict[tuple[str, int], ParsedConsent | None] = {}
+        self._by_epoch: dict[tuple[str, int], list[ParsedConsent]] = {}
 
     # -- consents and payers -------------------------------------------------------------
 
     def consents_of(self, patient: str) -> list[ParsedConsent]:
         """The parsed Consents of one patient (unparseable ones are skipped)."""
         return self._consents("AND patient = ?", [patient]).get(patient, [])
+
+    def epoch(self) -> int:
+        """A counter the Consent-writing transaction increments (see :meth:`refresh`)."""
+        row = self.store.reader().execute("SELECT value FROM consent_epoch").fetchone()
+        return int(row[0])
+
+    def consents_at(self, patient: str, epoch: int) -> list[ParsedConsent]:
+        """The patient's consents, cached per epoch: an entry made under epoch E holds data
+        read after E was committed, so it is never older than E; a Consent write moves
+        the epoch on, and every later request misses the old entries."""
+        key = (patient, epoch)
+        found = self._by_epoch.get(key)
+        if found is None:
+            if len(self._by_epoch) > PARSE_CACHE_SIZE:
+                self._by_epoch.clear()
+            found = self._by_epoch[key] = self.consents_of(patient)
+        return found
+
+    def needs_payers(self, purpose: str | None) -> bool:
+        """Only purposes whose recipients are the patient's payers need the Coverage lookup."""
+        rule = self.policy.rule_for(purpose) if purpose else None
+        return rule is not None and rule.recipients == "payers"
 
     def _consents(self, where: str, args: list[Any]) -> dict[str, list[ParsedConsent]]:
         rows = self.store.reader().execute(
@@ -164,12 +189,20 @@ class AccessScopes:
         return ("(r.patient IS NULL OR EXISTS (SELECT 1 FROM access_scope s "
                 "WHERE s.scope = ? AND s.patient = r.patient AND s.coverage > 0))", [key])
 
-    def partial_patients(self, requester: Requester) -> set[str]:
-        rows = self.store.reader().execute(
-            "SELECT patient FROM access_scope WHERE scope = ? AND coverage = 1",
-            (requester.scope_key(),),
-        )
-        return {r[0] for r in rows}
+    def partial_among(self, requester: Requester, patients: Iterable[str | None]) -> set[str]:
+        """Which of ``patients`` this requester sees only per record (``partial``)."""
+        wanted = sorted({p for p in patients if p})
+        found: set[str] = set()
+        key = requester.scope_key()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.store.reader().execute(
+                f"SELECT patient FROM access_scope WHERE scope = ? AND coverage = 1 "
+                f"AND patient IN ({marks})", (key, *chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
 
     def _ensure(self, requester: Requester, key: str) -> int:
         if key in self._fallbacks:
@@ -231,6 +264,7 @@ class AccessScopes:
     def refresh(self, patients: set[str]) -> None:
         """Recompute ``patients`` in every scope (called inside the writing transaction)."""
         writer = self.store._writer
+        writer.execute("UPDATE consent_epoch SET value = value + 1")
         scopes = writer.execute(
             "SELECT scope, purpose, actor, patient, fallback FROM access_scope_keys"
         ).fetchall()
