@@ -124,7 +124,8 @@ def run(node: Path, args: argparse.Namespace) -> None:
     )
     base = f"http://127.0.0.1:{args.port}/fhir/"
     try:
-        with httpx.Client(base_url=base, timeout=120) as client:
+        headers = {"X-Requester": "Organization/bench-clinic", "X-Purpose-Of-Use": "TREAT"}
+        with httpx.Client(base_url=base, timeout=120, headers=headers) as client:
             _wait(client)
             print(f"store: {total:,} resources; common code {code} on {matching:,} Observations")
             report_latency(client, code, value_code, patients, args.repeat)

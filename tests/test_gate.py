@@ -203,3 +203,14 @@ def test_every_access_is_audited_with_its_decision(node: Node) -> None:
     permitted = [e.record for e in node.audit.entries(patient="p1", limit=10)]
     assert any(r.decision == "permit" and r.action == "read" for r in permitted)
     assert node.audit.verify().ok
+
+
+def test_first_opt_out_on_a_node_takes_effect_at_once(make_node: Any) -> None:
+    """With nobody opted out, treatment reads need no filter; the first opt-out adds it."""
+    n: Node = make_node("fresh")
+    n.store.put_many([{"resourceType": "Patient", "id": p} for p in ("a", "b")]
+                     + [obs("oa", "a"), obs("ob", "b")])
+    assert search(n, CLINICIAN, "Observation", ("_summary", "count")).total == 2
+    n.fhir.update("Consent", "out", consent("out", "a", "TREAT", kind="deny"))
+    assert search(n, CLINICIAN, "Observation", ("_summary", "count")).total == 1
+    assert patients_of(search(n, CLINICIAN, "Observation").matches) == {"b"}

@@ -211,10 +211,11 @@ class GuardedRepository:
         self, query: SearchQuery, action: str, extra: tuple[str, list[object]] | None
     ) -> Iterator[StoredResource]:
         self._require_purpose(action)
-        sql, args = self.scopes.restriction(self.requester)
-        if extra is not None:
-            sql, args = f"{sql} AND ({extra[0]})", [*args, *extra[1]]
-        query.restrict = (sql, args)
+        restriction = self.scopes.restriction(self.requester)
+        parts = [r for r in (restriction, extra) if r is not None]
+        if parts:
+            sql = " AND ".join(f"({p[0]})" for p in parts)
+            query.restrict = (sql, [a for p in parts for a in p[1]])
         for batch in self._batches(query):
             kept = self._filter_partial(batch)
             yield from kept

@@ -75,6 +75,8 @@ class PatientPortal:
         out = []
         repo = self._repo(patient)
         for parsed in rows:
+            if parsed.id is None:  # stored Consents always have an id
+                continue
             stored = repo.read("Consent", parsed.id)
             out.append({"id": parsed.id, "status": parsed.status,
                         "updated": stored.resource()["meta"]["lastUpdated"],

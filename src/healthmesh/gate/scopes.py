@@ -175,19 +175,29 @@ class AccessScopes:
 
     # -- scopes -----------------------------------------------------------------------
 
-    def restriction(self, requester: Requester) -> tuple[str, list[object]]:
-        """The SQL condition on ``resources r`` for this requester (building the scope once)."""
+    def restriction(self, requester: Requester) -> tuple[str, list[object]] | None:
+        """The SQL condition on ``resources r`` for this requester (building the scope once);
+        None when nothing needs filtering (everyone's data may be seen, e.g. treatment on a
+        node where nobody opted out), which keeps counts on the index alone."""
         key = requester.scope_key()
         fallback = self._ensure(requester, key)
         if requester.is_patient and requester.purpose == "PATRQT":
             return "(r.patient IS NULL OR r.patient = ?)", [requester.patient]
         # correlated lookups on the scope's primary key: cheap per candidate row, and no
         # materialised list of (possibly hundreds of thousands of) patients per query
+        if fallback == ALL and not self._has_denials(key):
+            return None
         if fallback == ALL:
             return ("(r.patient IS NULL OR NOT EXISTS (SELECT 1 FROM access_scope s "
                     "WHERE s.scope = ? AND s.patient = r.patient AND s.coverage = 0))", [key])
         return ("(r.patient IS NULL OR EXISTS (SELECT 1 FROM access_scope s "
                 "WHERE s.scope = ? AND s.patient = r.patient AND s.coverage > 0))", [key])
+
+    def _has_denials(self, key: str) -> bool:
+        row = self.store.reader().execute(
+            "SELECT 1 FROM access_scope WHERE scope = ? AND coverage = 0 LIMIT 1", (key,)
+        ).fetchone()
+        return row is not None
 
     def partial_among(self, requester: Requester, patients: Iterable[str | None]) -> set[str]:
         """Which of ``patients`` this requester sees only per record (``partial``)."""
