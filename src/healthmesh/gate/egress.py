@@ -11,6 +11,7 @@ Nothing else in the API or the CLI reads the store for output (a test checks).
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -190,7 +191,16 @@ class GuardedRepository:
             yield batch
 
     def _denied_partial(self, query: SearchQuery) -> int:
-        """Matches (of the whole search) that the per-record check refuses."""
+        """Matches (of the whole search) that the per-record check refuses: only the
+        records of partially covered patients are read (none at all if there are none)."""
+        only_partial = self.scopes.partial_condition(self.requester)
+        if only_partial is None:
+            return 0
+        sql, args = only_partial
+        query = copy.copy(query)  # the caller's query keeps its own condition
+        if query.restrict is not None:
+            sql, args = f"({query.restrict[0]}) AND {sql}", [*query.restrict[1], *args]
+        query.restrict = (sql, args)
         return sum(len(b) - len(self._filter_partial(b)) for b in self._batches(query))
 
     def stream(

@@ -193,6 +193,18 @@ class AccessScopes:
         return ("(r.patient IS NULL OR EXISTS (SELECT 1 FROM access_scope s "
                 "WHERE s.scope = ? AND s.patient = r.patient AND s.coverage > 0))", [key])
 
+    def partial_condition(self, requester: Requester) -> tuple[str, list[object]] | None:
+        """SQL selecting the records of this requester's partially covered patients, or
+        None when there are none."""
+        key = requester.scope_key()
+        row = self.store.reader().execute(
+            "SELECT 1 FROM access_scope WHERE scope = ? AND coverage = 1 LIMIT 1", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return ("r.patient IN (SELECT patient FROM access_scope WHERE scope = ? "
+                "AND coverage = 1)", [key])
+
     def _has_denials(self, key: str) -> bool:
         row = self.store.reader().execute(
             "SELECT 1 FROM access_scope WHERE scope = ? AND coverage = 0 LIMIT 1", (key,)
