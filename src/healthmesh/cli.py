@@ -21,7 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from healthmesh import __version__
-from healthmesh.errors import ConfigError, HealthmeshError, InputError
+from healthmesh.errors import ConfigError, FhirError, HealthmeshError, InputError
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -52,6 +52,9 @@ audit_app = typer.Typer(help="Verify and export the node's audit log.", no_args_
 app.add_typer(audit_app, name="audit")
 patient_app = typer.Typer(help="Patient access to their own data.", no_args_is_help=True)
 app.add_typer(patient_app, name="patient")
+views_app = typer.Typer(help="SQL on FHIR v2 views: FHIR resources as tables.",
+                        no_args_is_help=True)
+app.add_typer(views_app, name="views")
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -187,6 +190,58 @@ def patient_token(
         _emit_json({"patient": patient_id, "token": token})
     else:
         out.print(token)
+
+
+@views_app.command("run")
+def views_run(
+    view_file: Annotated[Path, typer.Argument(help="ViewDefinition JSON file.")],
+    sources: Annotated[list[Path], typer.Argument(help="NDJSON files/folders, or a node folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or json (JSON lines).")] = "csv",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Output file (default stdout).")]
+    = None,
+    requester: Annotated[str, typer.Option(help="Who asks (node folders).")] = "system",
+    purpose: Annotated[str | None, typer.Option(help="Purpose of use (node folders).")] = None,
+) -> None:
+    """Flatten resources into rows with a ViewDefinition (from files, or a node's store
+    through its consent gate)."""
+    from healthmesh.views import ViewError, compile_view
+    from healthmesh.views.run import FORMATS, file_resources, write_rows
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}", ExitCode.USAGE)
+    try:
+        view = compile_view(orjson.loads(view_file.read_bytes()))
+    except (OSError, orjson.JSONDecodeError) as exc:
+        _fail(f"{view_file}: cannot read the ViewDefinition: {exc}", ExitCode.INPUT)
+    except ViewError as exc:
+        _fail(f"{view_file}: {exc}", ExitCode.INPUT)
+    handle = out_file.open("w", newline="") if out_file else sys.stdout
+    try:
+        if len(sources) == 1 and (sources[0] / "node.toml").exists():
+            count = _view_over_node(view, sources[0], requester, purpose, handle, fmt)
+        else:
+            count = write_rows(view, file_resources(sources), handle, fmt)
+    except (InputError, ViewError) as exc:
+        _fail(str(exc), ExitCode.INPUT)
+    except FhirError as exc:  # e.g. no --purpose for a node's data
+        _fail(f"{exc} (give --requester and --purpose)", ExitCode.USAGE)
+    finally:
+        if out_file:
+            handle.close()
+    console.print(f"{count} rows", highlight=False)
+
+
+def _view_over_node(view: Any, folder: Path, requester: str, purpose: str | None,
+                    handle: Any, fmt: str) -> int:
+    from healthmesh.gate.requester import Requester
+    from healthmesh.node import open_node
+    from healthmesh.views.run import write_rows
+
+    with open_node(folder) as node:
+        repo = node.gate.for_request(Requester(requester, purpose))
+        query = repo.parse(view.resource, [], strict=True)
+        resources = (s.resource() for s in repo.stream(query, action="view"))
+        return write_rows(view, resources, handle, fmt)
 
 
 @app.command()
