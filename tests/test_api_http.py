@@ -235,3 +235,13 @@ def test_consent_policy_is_published(live: LiveServer, http: httpx.Client) -> No
 def test_reads_need_a_purpose(live: LiveServer) -> None:
     response = httpx.get(live.base + "/Patient", headers={"X-Requester": "Organization/x"})
     assert response.status_code == 403 and "purpose" in outcome_text(response).lower()
+
+
+def test_form_posted_search(http: httpx.Client) -> None:
+    post(http, "/Patient", {"resourceType": "Patient", "gender": "other", "birthDate": "1911"})
+    found = http.post("/Patient/_search", content=b"gender=other&birthdate=1911",
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+    assert found.status_code == 200 and found.json()["total"] == 1
+    broken = http.post("/Patient/_search", content=b"garbage",
+                       headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert broken.status_code == 400 and "multipart" in outcome_text(broken).lower()
