@@ -214,3 +214,20 @@ def test_first_opt_out_on_a_node_takes_effect_at_once(make_node: Any) -> None:
     n.fhir.update("Consent", "out", consent("out", "a", "TREAT", kind="deny"))
     assert search(n, CLINICIAN, "Observation", ("_summary", "count")).total == 1
     assert patients_of(search(n, CLINICIAN, "Observation").matches) == {"b"}
+
+
+def test_a_bundle_cannot_reveal_a_hidden_match_through_if_none_exist(node: Node) -> None:
+    """A conditional create that matches a record the caller may not see must not name it."""
+    from tests.conftest import run_asgi
+
+    research = {"X-Requester": "Organization/uni-research", "X-Purpose-Of-Use": "HRESCH"}
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{
+        "resource": {"resourceType": "Patient"},
+        "request": {"method": "POST", "url": "Patient", "ifNoneExist": "_id=p3"}}]}
+
+    async def call(client: Any) -> Any:
+        return (await client.post("/fhir", json=bundle, headers=research)).json()
+
+    entry = run_asgi(node, call)["entry"][0]
+    assert entry["response"]["status"].startswith("404")  # as for a read of it
+    assert "location" not in entry["response"]  # the hidden record is not named

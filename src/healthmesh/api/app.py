@@ -73,12 +73,12 @@ def create_app(node: Node) -> FastAPI:
     def consent_policy() -> Response:
         """What happens per purpose of use when a patient has given no consent."""
         body = {"policy": node.policy.as_dict(), "plain_language": node.policy.describe()}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return fhir.json_response(body)
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:
         body = {"name": node.settings.name, "fhir": "/fhir", "docs": "/docs",
                 "version": __version__}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return fhir.json_response(body)
 
     return app

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
-from healthmesh.api.fhir import base_url, fhir_response, requester_of
-from healthmesh.errors import InvalidRequest, operation_outcome
+from healthmesh.api.fhir import base_url, fhir_response, json_response, requester_of
+from healthmesh.errors import InvalidRequest, Issue, operation_outcome
 from healthmesh.node import Node
 
 __all__ = ["router"]
@@ -63,10 +63,9 @@ def export_status(request: Request, job_id: str) -> Response:
         return Response(status_code=202, headers={"X-Progress": job.progress or "started",
                                                   "Retry-After": "1"})
     if job.status == "done":
-        return Response(content=_json(exports.manifest(job, base_url(request))),
-                        media_type="application/json")
+        return json_response(exports.manifest(job, base_url(request)))
     message = job.error or f"export {job.status}"
-    return fhir_response(operation_outcome_error(message), 500)
+    return fhir_response(operation_outcome([Issue("error", "exception", message)]), 500)
 
 
 @router.delete("/$export-status/{job_id}", summary="Cancel or delete a bulk export")
@@ -79,15 +78,3 @@ def export_cancel(request: Request, job_id: str) -> Response:
 def export_file(request: Request, job_id: str, name: str) -> Response:
     path = _node(request).exports.file(job_id, name, requester_of(request))
     return FileResponse(path, media_type="application/fhir+ndjson")
-
-
-def operation_outcome_error(message: str) -> dict[str, object]:
-    from healthmesh.errors import Issue
-
-    return operation_outcome([Issue("error", "exception", message)])
-
-
-def _json(data: object) -> bytes:
-    import orjson
-
-    return orjson.dumps(data)

@@ -26,7 +26,7 @@ from healthmesh.node import Node
 from healthmesh.store.base import SearchPage, StoredResource
 from healthmesh.store.sqlite import instant
 
-__all__ = ["FHIR_JSON", "base_url", "fhir_response", "requester_of", "router"]
+__all__ = ["FHIR_JSON", "base_url", "fhir_response", "json_response", "requester_of", "router"]
 
 FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
@@ -54,6 +54,11 @@ def base_url(request: Request) -> str:
 def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return Response(content, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Plain JSON (non-FHIR payloads: manifests, receipts, policy pages)."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 def _resource_headers(stored: StoredResource) -> dict[str, str]:
@@ -179,10 +184,6 @@ def vread(request: Request, rtype: str, rid: str, vid: str) -> Response:
 
 
 @router.get("/Patient/{rid}/$everything", summary="Patient $everything", include_in_schema=True)
-def everything_route(request: Request, rid: str) -> Response:
-    return everything(request, rid)
-
-
 def everything(request: Request, rid: str) -> Response:
     entries = _entries(request, _repo(request).everything(rid), "match")
     bundle = _bundle_bytes("searchset", entries, len(entries), [("self", str(request.url))])

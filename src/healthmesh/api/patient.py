@@ -6,14 +6,11 @@ Authenticated with a patient token (``Authorization: Bearer ...``, issued by
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from healthmesh.api.bodies import read_json_body
-from healthmesh.api.fhir import FHIR_JSON, requester_of
+from healthmesh.api.fhir import FHIR_JSON, json_response, requester_of
 from healthmesh.errors import InvalidRequest
 from healthmesh.gate.patient import ConsentChoice, PatientPortal, receipt_html
 from healthmesh.gate.requester import Forbidden
@@ -32,14 +29,10 @@ def _me(request: Request) -> tuple[PatientPortal, str]:
     return PatientPortal(node), requester.patient
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
 @router.get("/consents", summary="My consents, in plain language")
 def my_consents(request: Request) -> Response:
     portal, patient = _me(request)
-    return _json({"patient": patient, "consents": portal.consents(patient)})
+    return json_response({"patient": patient, "consents": portal.consents(patient)})
 
 
 @router.post("/consents", summary="Grant or refuse a use of my data")
@@ -57,13 +50,13 @@ async def choose(request: Request) -> Response:
     if recipient is not None and not isinstance(recipient, str):
         raise InvalidRequest("'recipient' must be a reference like Organization/x")
     choice = ConsentChoice(body["purpose"], body["allow"], recipient, tuple(labels))
-    return _json(portal.grant(patient, choice), 201)
+    return json_response(portal.grant(patient, choice), 201)
 
 
 @router.post("/consents/{consent_id}/revoke", summary="Revoke one of my consents")
 def revoke(request: Request, consent_id: str) -> Response:
     portal, patient = _me(request)
-    return _json(portal.revoke(patient, consent_id))
+    return json_response(portal.revoke(patient, consent_id))
 
 
 @router.get("/consents/{consent_id}/receipt", summary="Consent receipt (JSON or printable HTML)")
@@ -74,7 +67,7 @@ def receipt(request: Request, consent_id: str) -> Response:
         "text/html" in request.headers.get("accept", "")
     if wants_html:
         return HTMLResponse(receipt_html(data))
-    return _json(data)
+    return json_response(data)
 
 
 @router.get("/access-log", summary="Who looked at my data")
@@ -84,7 +77,7 @@ def access_log(request: Request) -> Response:
     if not raw.isdigit():
         raise InvalidRequest(f"limit must be a positive integer, not '{raw}'")
     limit = max(1, min(int(raw), 1000))
-    return _json({"patient": patient, "accesses": portal.access_log(patient, limit)})
+    return json_response({"patient": patient, "accesses": portal.access_log(patient, limit)})
 
 
 @router.get("/data", summary="Download all my data as a FHIR Bundle")

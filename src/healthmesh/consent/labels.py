@@ -143,15 +143,30 @@ def _code_labels(lists: CodeLists, system: str, code: str) -> frozenset[str]:
 
 def codings_in(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Every (system, code) pair in the resource outside ``meta``."""
-    out: list[tuple[str, str]] = []
+    return walk(resource)[0]
+
+
+def normal_reference(ref: str) -> str:
+    """``http://x/fhir/Observation/1/_history/2`` -> ``Observation/1``."""
+    parts = ref.split("/_history/", 1)[0].rstrip("/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+
+def walk(resource: Mapping[str, Any]) -> tuple[list[tuple[str, str]], set[str]]:
+    """(system, code) pairs and references anywhere in the resource outside ``meta``."""
+    codings: list[tuple[str, str]] = []
+    references: set[str] = set()
     stack: list[Any] = [v for k, v in resource.items() if k != "meta"]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             system, code = item.get("system"), item.get("code")
             if type(system) is str and type(code) is str:
-                out.append((system, code))
+                codings.append((system, code))
+            ref = item.get("reference")
+            if type(ref) is str:
+                references.add(normal_reference(ref))
             stack.extend(v for k, v in item.items() if k != "meta" and not isinstance(v, str))
         elif isinstance(item, list):
             stack.extend(item)
-    return out
+    return codings, references

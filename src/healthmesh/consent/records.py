@@ -17,6 +17,8 @@ from healthmesh.fhir.search_params import date_range
 
 from .decide import AccessRequest
 from .labels import labels_from
+from .labels import normal_reference as _normal
+from .labels import walk as _walk
 
 __all__ = ["data_time", "request_for_resource"]
 
@@ -98,27 +100,3 @@ def _ref(value: Any) -> str | None:
     return _normal(text) if isinstance(text, str) else None
 
 
-def _normal(ref: str) -> str:
-    """``http://x/fhir/Observation/1/_history/2`` -> ``Observation/1``."""
-    parts = ref.split("/_history/", 1)[0].rstrip("/").split("/")
-    return "/".join(parts[-2:]) if len(parts) >= 2 else ref
-
-
-def _walk(resource: Mapping[str, Any]) -> tuple[list[tuple[str, str]], set[str]]:
-    """(system, code) pairs and references anywhere in the resource outside ``meta``."""
-    codings: list[tuple[str, str]] = []
-    references: set[str] = set()
-    stack: list[Any] = [v for k, v in resource.items() if k != "meta"]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            system, code = item.get("system"), item.get("code")
-            if type(system) is str and type(code) is str:
-                codings.append((system, code))
-            ref = item.get("reference")
-            if type(ref) is str:
-                references.add(_normal(ref))
-            stack.extend(v for k, v in item.items() if k != "meta" and not isinstance(v, str))
-        elif isinstance(item, list):
-            stack.extend(item)
-    return codings, references

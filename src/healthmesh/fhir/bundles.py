@@ -16,11 +16,11 @@ re-loading the same files idempotent.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from healthmesh.errors import FhirError, InvalidRequest, InvalidResource, Issue, PreconditionFailed
-from healthmesh.fhir.service import FhirService, check_type, new_id
+from healthmesh.fhir.service import FhirService, check_type, new_id, parse_etag
 from healthmesh.store.base import StoredResource, WriteResult
 
 __all__ = ["PreparedEntry", "prepare_bundle", "process_bundle", "rewrite_references"]
@@ -40,7 +40,6 @@ class PreparedEntry:
     if_match: str | None = None
     existing: StoredResource | None = None  # a conditional create that matched
     error: FhirError | None = None
-    query: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _entry_request(index: int, entry: Any) -> tuple[str, str, dict[str, Any]]:
@@ -72,7 +71,6 @@ def _prepare_entry(
         prepared.resource = dict(resource)
     if method == "GET":
         prepared.rid = parts[1] if len(parts) > 1 else None
-        prepared.query = _qs(qs)
         return prepared, None
     if method == "DELETE":
         prepared.rid = parts[1] if len(parts) > 1 else _conditional_id(service, rtype, qs)
@@ -95,12 +93,6 @@ def _prepare_entry(
     if prepared.resource is not None:
         prepared.resource["id"] = prepared.rid
     return prepared, f"{rtype}/{prepared.rid}"
-
-
-def _qs(qs: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(qs, keep_blank_values=True)
 
 
 def _conditional_id(service: FhirService, rtype: str, qs: str) -> str | None:
@@ -282,13 +274,13 @@ def _apply(
         if item.rid is not None:
             service.store.delete(item.rtype, item.rid)
         return {"response": {"status": "204 No Content"}}
-    if item.existing is not None:
-        return _response(item.existing, "200 OK", base_url)
+    if item.existing is not None:  # naming the match is a read: the caller must see it
+        return _response(reader(item.existing.type, item.existing.id), "200 OK", base_url)
     assert item.resource is not None
     result: WriteResult = service.store.put(
         item.resource,
         method=item.method,
-        if_match=_etag(item.if_match) if item.if_match else None,
+        if_match=parse_etag(item.if_match) if item.if_match else None,
     )
     status = "201 Created" if result.outcome == "created" else "200 OK"
     return _response(result.stored, status, base_url)
@@ -300,13 +292,6 @@ def _apply_get(reader: Any, item: PreparedEntry) -> dict[str, Any]:
     stored = reader(item.rtype, item.rid)
     return {"resource": stored.resource(), "response": {"status": "200 OK",
             "etag": f'W/"{stored.version}"'}}
-
-
-def _etag(value: str) -> int:
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise InvalidRequest(f"ifMatch must be an ETag like W/\"3\", not '{value}'")
-    return int(text)
 
 
 def _response(stored: StoredResource, status: str, base_url: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from healthmesh.fhir.search_query import SearchQuery, parse_search
 from healthmesh.fhir.validation import resource_types, validate
 from healthmesh.store.base import HistoryEntry, SearchPage, Store, StoredResource, WriteResult
 
-__all__ = ["EverythingPage", "FhirService", "check_type", "new_id"]
+__all__ = ["EverythingPage", "FhirService", "check_type", "new_id", "parse_etag"]
 
 Validator = Callable[..., list[Issue]]
 # Relative references as the store writes JSON (orjson: no spaces); scanning the bytes
@@ -131,7 +131,7 @@ class FhirService:
                 [Issue("error", "invalid", "id in body must match the URL", f"{rtype}.id")],
             )
         self.validate(resource)
-        version = _parse_etag(if_match) if if_match is not None else None
+        version = parse_etag(if_match) if if_match is not None else None
         try:
             return self.store.put(resource, method="PUT", if_match=version)
         except Conflict as exc:
@@ -248,7 +248,8 @@ class FhirService:
         yield from self.store.read_many(missing)
 
 
-def _parse_etag(value: str) -> int:
+def parse_etag(value: str) -> int:
+    """The version number of an ETag (``W/"3"``, ``"3"`` or ``3``)."""
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]

@@ -77,7 +77,6 @@ class GuardedRepository:
         self.scopes = gate.scopes
         self.requester = requester
         self._coverage: dict[str, int] = {}
-        self._payers: dict[str, frozenset[str]] = {}
         self._epoch: int | None = None
 
     # -- decisions -------------------------------------------------------------------
@@ -107,12 +106,7 @@ class GuardedRepository:
             kind = "permit" if cov == ALL else "deny"
             return Decision(cov == ALL, f"coverage:{kind}", None,
                             f"This requester's access to the patient's data: {kind}")
-        if patient not in self._payers:
-            needed = self.scopes.needs_payers(self.requester.purpose)
-            self._payers[patient] = self.scopes.payers_of(patient) if needed else frozenset()
-        attributes = _attributes_of(stored)
-        question = self.scopes.request(self.requester, patient, self._payers[patient],
-                                       **attributes)
+        question = self.scopes.request(self.requester, patient, **_attributes_of(stored))
         return decide(question, self._consents_of(patient), self.scopes.policy)
 
     def _consents_of(self, patient: str) -> list[Any]:

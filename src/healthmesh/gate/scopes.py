@@ -18,7 +18,6 @@ provide the same operations.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,7 +28,7 @@ from healthmesh.consent.model import ConsentError, ParsedConsent
 from healthmesh.consent.parse import parse_consent
 from healthmesh.consent.policy import Policy
 from healthmesh.gate.requester import Requester
-from healthmesh.store.sqlite import SQLiteStore
+from healthmesh.store.sqlite import SQLiteStore, now_us
 
 __all__ = ["ALL", "NONE", "PARTIAL", "AccessScopes"]
 
@@ -49,10 +48,6 @@ INSERT OR IGNORE INTO consent_epoch VALUES (1, 0);
 """
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class AccessScopes:
     """Coverage of every patient for every scope in use, maintained transactionally."""
 
@@ -61,7 +56,7 @@ class AccessScopes:
         self.policy = policy
         self.node_org = node_org
         store._writer.executescript(SCHEMA)
-        store.consent_hooks.append(self.refresh)
+        store.watch("Consent", self.refresh)
         self._fallbacks: dict[str, int] = {}  # a scope's fallback never changes once built
         self._parsed: dict[tuple[str, int], ParsedConsent | None] = {}
         self._by_epoch: dict[tuple[str, int], list[ParsedConsent]] = {}
@@ -89,10 +84,12 @@ class AccessScopes:
             found = self._by_epoch[key] = self.consents_of(patient)
         return found
 
-    def needs_payers(self, purpose: str | None) -> bool:
-        """Only purposes whose recipients are the patient's payers need the Coverage lookup."""
-        rule = self.policy.rule_for(purpose) if purpose else None
-        return rule is not None and rule.recipients == "payers"
+    def _payers_for(self, requester: Requester, patient: str) -> frozenset[str]:
+        """The patient's payers, looked up only for purposes whose recipients are payers."""
+        rule = self.policy.rule_for(requester.purpose) if requester.purpose else None
+        if rule is None or rule.recipients != "payers":
+            return frozenset()
+        return self.payers_of(patient)
 
     def _consents(self, where: str, args: list[Any]) -> dict[str, list[ParsedConsent]]:
         rows = self.store.reader().execute(
@@ -146,7 +143,7 @@ class AccessScopes:
             patient_id=patient, purpose=requester.purpose, at=now_us(),
             requester=requester.actor if requester.actor != "anonymous" else None,
             requester_is_patient=requester.patient == patient,
-            patient_payers=self.payers_of(patient) if payers is None else payers,
+            patient_payers=self._payers_for(requester, patient) if payers is None else payers,
             node_org=self.node_org, **data,
         )
 

@@ -15,12 +15,10 @@ Synthea bundle loads the same way every time.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-
-import orjson
 
 from healthmesh.errors import FhirError, InputError
 from healthmesh.fhir.bundles import prepare_bundle, rewrite_references
@@ -296,10 +294,3 @@ def _dedupe(batch: list[PreparedResource]) -> list[PreparedResource]:
     keep = set(seen.values())
     return [item for i, item in enumerate(batch) if i in keep]
 
-
-def iter_rejects(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a rejects file."""
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield orjson.loads(line)

@@ -16,7 +16,7 @@ from typing import Any
 from healthmesh.errors import FhirError
 from healthmesh.fhir.validation import resource_types, validate
 from healthmesh.ingest.readers import Rejected, parse_line
-from healthmesh.store.prepare import PreparedResource, prepare
+from healthmesh.store.prepare import prepare
 
 __all__ = ["Outcome", "content_id", "process_chunk", "process_resource", "warm_up"]
 
@@ -83,5 +83,3 @@ def content_id(resource: dict[str, Any]) -> str:
     digest = hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return digest[:32]
 
-
-_ = PreparedResource  # re-exported type of the "ok" outcome

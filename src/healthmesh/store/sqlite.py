@@ -80,10 +80,10 @@ class SQLiteStore:
         self._pending: dict[str, list[tuple[Any, ...]]] = {t: [] for t, _a, _c in INDEX_TABLES}
         self._pending_rids: set[int] = set()
         self._pending_resources: list[tuple[Any, ...]] = []
-        # Called inside the transaction, just before COMMIT, with the patients whose
-        # Consent resources changed in it (the consent gate keeps its tables in step).
-        self.consent_hooks: list[Any] = []
-        self._consent_patients: set[str] = set()
+        # type -> hooks called inside the transaction, just before COMMIT, with the patients
+        # whose resources of that type changed in it (see :meth:`watch`).
+        self._watchers: dict[str, list[Any]] = {}
+        self._changed: dict[str, set[str]] = {}
         self._next_rid = 0
         try:
             self._writer = self._connect()
@@ -150,7 +150,7 @@ class SQLiteStore:
                 yield
                 if outer:  # still inside the transaction: hooks read what it wrote
                     self._flush_pending()
-                    self._run_consent_hooks()
+                    self._run_watchers()
                     self._writer.execute("COMMIT")
             except BaseException:
                 if outer:
@@ -159,14 +159,20 @@ class SQLiteStore:
             finally:
                 self._tx_depth -= 1
 
-    def _run_consent_hooks(self) -> None:
-        if self._consent_patients:
-            patients, self._consent_patients = self._consent_patients, set()
-            for hook in self.consent_hooks:
+    def watch(self, rtype: str, hook: Any) -> None:
+        """Call ``hook(patients)`` inside every transaction that changes resources of
+        ``rtype``, just before COMMIT, with the patients they belong (or belonged) to.
+        The consent gate keeps its coverage tables in step with Consents this way."""
+        self._watchers.setdefault(rtype, []).append(hook)
+
+    def _run_watchers(self) -> None:
+        changed, self._changed = self._changed, {}
+        for rtype, patients in changed.items():
+            for hook in self._watchers.get(rtype, ()):
                 hook(patients)
 
     def _rollback(self) -> None:
-        self._consent_patients = set()
+        self._changed = {}
         self._pending = {t: [] for t, _a, _c in INDEX_TABLES}
         self._pending_rids.clear()
         self._pending_resources.clear()
@@ -329,8 +335,8 @@ class SQLiteStore:
             stored = StoredResource(rtype, rid, old[1], old[2], old[4])
             return WriteResult("unchanged", stored), old
         version = 1 if old is None else old[1] + 1
-        if rtype == "Consent":
-            self._consent_changed(item.patient, old)
+        if rtype in self._watchers:
+            self._note_change(rtype, item.patient, old)
         content = stamp_content(item.content, version, _instant_cached(stamp))
         if old is None:
             row_id = self._new_rid()
@@ -352,10 +358,11 @@ class SQLiteStore:
         stored = StoredResource(rtype, rid, version, stamp, content, item.patient)
         return WriteResult(outcome, stored), (row_id, version, stamp, item.digest, content)
 
-    def _consent_changed(self, patient: str | None, old: tuple[Any, ...] | None) -> None:
-        """Note the patients whose consents changed (old and new owner of the Consent)."""
+    def _note_change(self, rtype: str, patient: str | None, old: tuple[Any, ...] | None) -> None:
+        """Note the patients a watched change touches (the new and the old owner)."""
+        touched = self._changed.setdefault(rtype, set())
         if patient:
-            self._consent_patients.add(patient)
+            touched.add(patient)
         if old is not None and old[4] is not None:
             if old[0] in self._pending_rids:
                 self._flush_pending()
@@ -363,7 +370,7 @@ class SQLiteStore:
                 "SELECT patient FROM resources WHERE rid=?", (old[0],)
             ).fetchone()
             if previous and previous[0]:
-                self._consent_patients.add(previous[0])
+                touched.add(previous[0])
 
     def _archive(self, rtype: str, rid: str, old: tuple[Any, ...]) -> None:
         """Move the current version to history and drop its index rows."""
@@ -385,8 +392,8 @@ class SQLiteStore:
             if old is None or old[4] is None:
                 return None
             stamp = now_us()
-            if rtype == "Consent":
-                self._consent_changed(None, old)
+            if rtype in self._watchers:
+                self._note_change(rtype, None, old)
             self._archive(rtype, rid, old)
             version = old[1] + 1
             self._writer.execute(
