@@ -35,6 +35,7 @@ class ExitCode(IntEnum):
     CONFIG = 3  # bad node folder or settings
     INPUT = 4  # unreadable input file
     TAMPERED = 5  # the audit log failed verification (see the reported position)
+    UNAVAILABLE = 6  # the hub (or another service the command needs) cannot be reached
     INTERRUPTED = 130  # stopped by Ctrl-C; committed batches are kept, rerun to complete
     INTERNAL = 70  # unexpected error (a bug): please report it
 
@@ -331,12 +332,34 @@ def serve(
         node = open_node(folder)
     except ConfigError as exc:
         _fail(str(exc), ExitCode.CONFIG)
+    agent = _start_agent(node)
     out.print(f"FHIR base: http://{host}:{port}/fhir")
     out.print(f"API docs:  http://{host}:{port}/docs")
     try:
         uvicorn.run(create_app(node), host=host, port=port, log_level=log_level)
     finally:
+        if agent is not None:
+            agent.stop()
         node.close()
+
+
+def _start_agent(node: Any) -> Any:
+    """The node agent (a thread polling the hub) when the node is in a network."""
+    if not node.settings.hub_url:
+        return None
+    import logging
+
+    from healthmesh.network.agent import NodeAgent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        agent = NodeAgent(node)
+    except HealthmeshError as exc:
+        node.close()
+        _fail(str(exc), ExitCode.CONFIG)
+    agent.start()
+    out.print(f"node agent: {agent.identity.org} polling {node.settings.hub_url}")
+    return agent
 
 
 @app.command()
@@ -414,6 +437,9 @@ def demo(
         out.print(f"A demo patient ({patient[0].id}) can see their consents and access log:")
         out.print(f"  curl -H 'Authorization: Bearer {token}' {base}/patient/access-log")
     serve(folder, host=host, port=port, log_level="warning")
+
+
+import healthmesh.cli_network  # noqa: E402,F401  (registers the network commands)
 
 
 def main() -> None:

@@ -35,6 +35,9 @@ class Settings:
     consent_policy: str = ""
     ingest_batch_size: int = 2000
     ingest_workers: int = max(1, min(4, os.cpu_count() or 1))
+    hub_url: str = ""
+    agent_poll_seconds: int = 20
+    release_review: str = "auto"
 
 
 SETTINGS_HELP: dict[str, str] = {
@@ -53,6 +56,12 @@ SETTINGS_HELP: dict[str, str] = {
     "ingest_batch_size": "Resources written per atomic batch by 'healthmesh ingest'.",
     "ingest_workers": "Worker processes that parse, validate and index during ingest "
     "(0: do it all in the main process).",
+    "hub_url": "URL of the network hub the node agent connects out to (empty: the node is "
+    "not in a network). Needs the membership files in DIR/network/ (healthmesh node join).",
+    "agent_poll_seconds": "How long one long-poll of the node agent waits at the hub for "
+    "tasks before asking again.",
+    "release_review": "'auto': federated results that pass disclosure control leave at once; "
+    "'manual': they wait for a data steward (healthmesh release approve).",
 }
 
 
@@ -100,6 +109,10 @@ def load_settings(folder: Path | None = None, overrides: dict[str, Any] | None =
             if key not in known:
                 raise ConfigError(f"unknown setting '{key}' in {source}")
             settings = replace(settings, **{key: _coerce(key, value, source)})
+    if settings.release_review not in ("auto", "manual"):
+        raise ConfigError(
+            f"setting 'release_review' must be 'auto' or 'manual', not {settings.release_review!r}"
+        )
     if settings.denied_status not in (403, 404):
         raise ConfigError(
             f"setting 'denied_status' must be 403 or 404, not {settings.denied_status}"

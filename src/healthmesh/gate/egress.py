@@ -14,6 +14,7 @@ import contextvars
 import copy
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from healthmesh.audit import AuditLog, AuditRecord
@@ -27,7 +28,7 @@ from healthmesh.gate.requester import Forbidden, Requester
 from healthmesh.gate.scopes import ALL, NONE, PARTIAL, AccessScopes
 from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
 
-__all__ = ["GATE_ACTIVE", "EgressGate", "GuardedRepository"]
+__all__ = ["GATE_ACTIVE", "EgressGate", "GuardedRepository", "Population"]
 
 #: True while a GuardedRepository method runs: tests use it to prove that no route
 #: reads the store for output any other way.
@@ -50,6 +51,14 @@ MAX_AUDITED_IDS = 2000
 _PROBE = AccessRequest(patient_id="-", purpose=None, at=0)
 _DATA_FIELDS = ("resource_type", "security_labels", "data_time", "codes", "resource_ref",
                 "references", "sources")
+
+
+@dataclass(frozen=True)
+class Population:
+    """Patient ids an aggregate may count, and ``Type/id`` keys of records it must skip."""
+
+    allowed: list[str]
+    denied: list[str]
 
 
 class EgressGate:
@@ -255,6 +264,39 @@ class GuardedRepository:
         out = [s for s in self.fhir.everything(patient_id) if self._allowed(s)]
         self._audit("everything", "permit", out, rule=decision.rule if decision else None)
         return out
+
+    # -- aggregates (federated tasks) ----------------------------------------------------
+
+    @_guarded
+    def population(self) -> Population:
+        """Who may be counted in an aggregate for this requester and purpose: the patients
+        whose consent allows it, and — for patients whose consent depends on the data
+        (a sensitive category, a data period) — the records that must be left out."""
+        self._require_purpose("aggregate")
+        restriction = self.scopes.restriction(self.requester)
+        sql = "SELECT r.id FROM resources r WHERE r.type = 'Patient' AND r.content IS NOT NULL"
+        args: list[object] = []
+        if restriction is not None:
+            sql, args = f"{sql} AND {restriction[0]}", list(restriction[1])
+        allowed = [row[0] for row in self.fhir.store.reader().execute(sql, args)]
+        denied: list[str] = []
+        for patient in sorted(self.scopes.partial_among(self.requester, allowed)):
+            denied += [f"{s.type}/{s.id}" for s in self.fhir.store.compartment(patient)
+                       if not self._allowed(s)]
+        return Population(allowed, denied)
+
+    @_guarded
+    def release(self, action: str, *, population: Population, detail: dict[str, Any]) -> None:
+        """Audit an aggregate leaving the node (one record per release: the task, the
+        agreement, the algorithm, how many patients could be counted, the epsilon spent)."""
+        self._audit(action, "permit", rule=f"scope:{self.requester.scope_key()}",
+                    detail={**detail, "patients_in_scope": len(population.allowed),
+                            "records_withheld": len(population.denied)})
+
+    @_guarded
+    def refuse(self, action: str, reason: str, detail: dict[str, Any]) -> None:
+        """Audit a refused aggregate request."""
+        self._audit(action, "deny", reason=reason[:500], outcome=403, detail=detail)
 
     @_guarded
     def group_members(self, group_id: str) -> list[str]:

@@ -1,0 +1,163 @@
+"""The hub's ASGI application: a thin HTTP layer over :class:`healthmesh.network.hub.Hub`.
+
+Every route but ``/health`` and ``/network/*`` needs a request signed by a member
+(``X-Healthmesh-Signature``). Two routes long-poll: a node agent's
+``GET /agent/tasks?wait=S`` returns as soon as a task for it arrives, and a
+requester's ``GET /tasks/{id}?wait=S`` as soon as every site has answered (or the
+deadline passed). Errors are JSON ``{"error": message}`` with the hub's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
+
+from healthmesh import __version__
+from healthmesh.network.hub import MAX_WAIT, Hub, HubError
+
+__all__ = ["create_hub_app"]
+
+MAX_BODY = 4 * 1024 * 1024
+STEP = 0.25  # how often a long-poll re-checks its condition and the client connection
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+class _Waiters:
+    """Per-key asyncio events that wake long-polls when something changes."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def wake(self, key: str) -> None:
+        self.events[key].set()
+        self.events.pop(key, None)
+
+    async def wait(self, key: str, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.events[key].wait(), seconds)
+
+
+def create_hub_app(hub: Hub) -> FastAPI:
+    """The FastAPI application serving ``hub``."""
+    app = FastAPIOffline(title="healthmesh hub", version=__version__,
+                         description="Member registry, agreements and federated task broker.")
+    waiters = _Waiters()
+    polling: dict[str, int] = defaultdict(int)
+
+    async def sender(request: Request) -> tuple[str, bytes]:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise HubError(f"request body over {MAX_BODY} bytes", 413)
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return hub.authenticate(request.headers, request.method, path, body), body
+
+    def parse(body: bytes) -> Any:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HubError(f"body is not JSON: {exc}", 400) from None
+
+    def wait_seconds(request: Request) -> float:
+        try:
+            return max(0.0, min(MAX_WAIT, float(request.query_params.get("wait", 0))))
+        except ValueError:
+            raise HubError("wait must be a number of seconds", 400) from None
+
+    @app.exception_handler(HubError)
+    async def hub_error(request: Request, exc: HubError) -> Response:
+        return _json({"error": str(exc)}, exc.status)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return _json({"status": "ok", "version": __version__})
+
+    @app.get("/network/ca")
+    async def network_ca() -> Response:
+        return Response(hub.directory.ca_pem, media_type="application/x-pem-file")
+
+    @app.get("/network/crl")
+    async def network_crl() -> Response:
+        crl = hub.directory.crl()
+        if crl is None:
+            return Response(status_code=204)
+        return Response(crl, media_type="application/x-pem-file")
+
+    @app.get("/members")
+    async def members(request: Request) -> Response:
+        await sender(request)
+        return _json({"members": hub.members()})
+
+    @app.get("/agreements")
+    async def agreements(request: Request) -> Response:
+        await sender(request)
+        return _json({"agreements": hub.state.agreements()})
+
+    @app.get("/agreements/{agreement_id}")
+    async def agreement(agreement_id: str, request: Request) -> Response:
+        await sender(request)
+        return _json(hub.agreement(agreement_id))
+
+    @app.post("/agreements")
+    async def put_agreement(request: Request) -> Response:
+        org, body = await sender(request)
+        return _json(hub.put_agreement(org, parse(body)), 201)
+
+    @app.post("/tasks")
+    async def submit(request: Request) -> Response:
+        org, body = await sender(request)
+        data = parse(body)
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+            raise HubError("body must be {\"token\": <the task signed by the requester>}", 422)
+        accepted = hub.submit(org, data["token"])
+        for site in accepted["sites"]:
+            waiters.wake(f"site:{site}")
+        return _json(accepted, 201)
+
+    @app.get("/tasks/{task_id}")
+    async def task_status(task_id: str, request: Request) -> Response:
+        org, _ = await sender(request)
+        until = time.monotonic() + wait_seconds(request)
+        while True:
+            status = hub.status(org, task_id)
+            remaining = until - time.monotonic()
+            if status["done"] or remaining <= 0 or await request.is_disconnected():
+                return _json(status)
+            deadline_in = status["task"]["deadline"] - time.time()
+            await waiters.wait(f"task:{task_id}", max(0.01, min(remaining, STEP * 4,
+                                                                deadline_in + 0.05)))
+
+    @app.get("/agent/tasks")
+    async def agent_tasks(request: Request) -> Response:
+        org, _ = await sender(request)
+        until = time.monotonic() + wait_seconds(request)
+        polling[org] += 1
+        try:
+            while True:
+                tasks = hub.take(org)
+                if tasks or time.monotonic() >= until or await request.is_disconnected():
+                    return _json({"tasks": tasks})
+                await waiters.wait(f"site:{org}", STEP)
+        finally:
+            polling[org] -= 1
+            hub.state.seen(org)
+
+    @app.post("/agent/tasks/{task_id}/result")
+    async def agent_result(task_id: str, request: Request) -> Response:
+        org, body = await sender(request)
+        hub.answer(org, task_id, parse(body))
+        waiters.wake(f"task:{task_id}")
+        return _json({"accepted": True})
+
+    app.state.hub = hub
+    app.state.polling = polling
+    return app

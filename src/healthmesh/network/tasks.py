@@ -1,0 +1,277 @@
+"""A node answering a federated task: every check the node makes, in order.
+
+1. **Who asks** — the task must carry the requester's own signature, verified with the
+   requester's membership certificate against the node's trust anchor and revocation
+   list (the hub cannot forge or alter a task); a task id is answered once.
+2. **Under which agreement** — the node's own signed copy (``DIR/network/agreements``):
+   in force, signed by every party, this node a provider, the requester, purpose,
+   algorithm, tables and strata all allowed (:func:`check_task`).
+3. **Vetted code only** — the algorithm is one shipped with healthmesh; its parameters
+   are validated; repeated near-identical questions are limited (differencing attacks).
+4. **Consent** — the egress gate names the patients whose consent allows this purpose
+   and requester, and the records of per-record consents to leave out; the algorithm
+   reads only those (:meth:`GuardedRepository.population`).
+5. **Disclosure control** — DP noise (charged to the agreement's privacy budget, which
+   refuses once spent), small-cell suppression with complementary suppression, rounding.
+6. **Release** — audited through the gate, signed by the node, and sent — or held for a
+   data steward when the node or the agreement asks for release review.
+
+Every answer (ok, refused, error, review) is kept in ``DIR/network/tasks.sqlite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from healthmesh.algorithms import ALGORITHMS, AlgorithmError
+from healthmesh.cohorts import CohortError
+from healthmesh.errors import HealthmeshError
+from healthmesh.gate.requester import Requester
+from healthmesh.network.agreements import Agreement, AgreementError, TaskRefused, check_task
+from healthmesh.network.members import (
+    Identity,
+    MemberDirectory,
+    result_digest,
+    verify_agreement_signatures,
+)
+from healthmesh.node import Node
+from healthmesh.privacy import (
+    BudgetExhausted,
+    DisclosureRules,
+    PrivacyLedger,
+    QueryLimiter,
+    QueryLimitReached,
+)
+from healthmesh.security import unverified_sender, verify_payload
+
+__all__ = ["Answer", "TaskRunner"]
+
+log = logging.getLogger("healthmesh.tasks")
+CLOCK_SKEW = 300.0
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, received REAL, requester TEXT, agreement TEXT, algorithm TEXT,
+    purpose TEXT, status TEXT, reason TEXT, result TEXT, signature TEXT, sent INTEGER DEFAULT 0,
+    task TEXT
+);
+"""
+REFUSALS = (TaskRefused, AgreementError, AlgorithmError, CohortError, BudgetExhausted,
+            QueryLimitReached)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the node sends back for one task."""
+
+    status: str  # ok | refused | error | review
+    reason: str | None = None
+    result: dict[str, Any] | None = None
+    signature: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason,
+                "result": self.result if self.status == "ok" else None,
+                "signature": self.signature if self.status == "ok" else None}
+
+
+class TaskLog:
+    """The node's durable record of tasks and answers (and the release-review queue)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                    timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.executescript(SCHEMA)
+
+    def get(self, task_id: str) -> Answer | None:
+        row = self.conn.execute("SELECT status, reason, result, signature FROM tasks "
+                                "WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return None
+        return Answer(row[0], row[1], orjson.loads(row[2]) if row[2] else None, row[3])
+
+    def put(self, task_id: str, task: dict[str, Any] | None, answer: Answer) -> None:
+        task = task or {}
+        self.conn.execute(
+            "INSERT OR REPLACE INTO tasks (id, received, requester, agreement, algorithm, "
+            "purpose, status, reason, result, signature, sent, task) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            (task_id, time.time(), task.get("requester"), task.get("agreement"),
+             task.get("algorithm"), task.get("purpose"), answer.status, answer.reason,
+             orjson.dumps(answer.result).decode() if answer.result is not None else None,
+             answer.signature, orjson.dumps(task).decode()))
+
+    def unsent(self) -> Iterator[tuple[str, Answer]]:
+        rows = self.conn.execute("SELECT id FROM tasks WHERE sent = 0 AND status != 'review'")
+        for (task_id,) in rows.fetchall():
+            answer = self.get(task_id)
+            if answer is not None:
+                yield task_id, answer
+
+    def mark_sent(self, task_id: str) -> None:
+        self.conn.execute("UPDATE tasks SET sent = 1 WHERE id = ?", (task_id,))
+
+    def pending_review(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, received, requester, agreement, algorithm, purpose, result FROM tasks "
+            "WHERE status = 'review' ORDER BY received").fetchall()
+        return [{"id": r[0], "received": r[1], "requester": r[2], "agreement": r[3],
+                 "algorithm": r[4], "purpose": r[5], "result": orjson.loads(r[6])}
+                for r in rows]
+
+    def decide(self, task_id: str, approve: bool, steward: str) -> None:
+        """A steward's decision on a held result (approved results are then sent)."""
+        row = self.conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None or row[0] != "review":
+            raise HealthmeshError(f"task {task_id} is not waiting for review")
+        if approve:
+            self.conn.execute("UPDATE tasks SET status = 'ok', sent = 0 WHERE id = ?",
+                              (task_id,))
+        else:
+            self.conn.execute(
+                "UPDATE tasks SET status = 'refused', reason = ?, result = NULL, "
+                "signature = NULL, sent = 0 WHERE id = ?",
+                (f"the data steward ({steward}) withheld this result", task_id))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class TaskRunner:
+    """Checks and runs tasks for one node (see the module docstring)."""
+
+    def __init__(self, node: Node, identity: Identity,
+                 directory: Callable[[], MemberDirectory]) -> None:
+        from healthmesh.views.tables import AnalyticTables
+
+        self.node = node
+        self.identity = identity
+        self.directory = directory
+        folder = node.folder / "network"
+        self.log = TaskLog(folder / "tasks.sqlite")
+        self.ledger = PrivacyLedger(folder / "privacy-ledger.sqlite")
+        self.limiter = QueryLimiter(folder / "privacy-ledger.sqlite")
+        self.tables = AnalyticTables(node.folder, node.store)
+        self.agreements = folder / "agreements"
+
+    def close(self) -> None:
+        self.log.close()
+
+    def unsent(self) -> Iterator[tuple[str, Answer]]:
+        return self.log.unsent()
+
+    def mark_sent(self, task_id: str) -> None:
+        self.log.mark_sent(task_id)
+
+    # -- one task ------------------------------------------------------------------------
+
+    def run(self, task_id: str, token: str) -> Answer:
+        """Check, run and answer one task (never raises for a bad task)."""
+        done = self.log.get(task_id)
+        if done is not None:
+            return done
+        task: dict[str, Any] | None = None
+        try:
+            directory = self.directory()
+            task = self._verify(task_id, token, directory)
+            answer = self._answer(task, directory)
+        except REFUSALS as exc:
+            answer = Answer("refused", str(exc))
+            self._audit_refusal(task, str(exc))
+        except HealthmeshError as exc:
+            answer = Answer("refused", f"task not accepted: {exc}")
+            self._audit_refusal(task, str(exc))
+        except Exception:
+            log.exception("task %s failed", task_id)
+            answer = Answer("error", "the node failed to compute this task (see its log)")
+        self.log.put(task_id, task, answer)
+        return answer
+
+    def _verify(self, task_id: str, token: str, directory: MemberDirectory) -> dict[str, Any]:
+        try:
+            requester = unverified_sender(token)
+        except HealthmeshError:
+            raise TaskRefused("the task is not a signed task") from None
+        task = verify_payload(token, directory.public_key(requester), sender=requester)
+        if task.get("id") != task_id or task.get("requester") != requester:
+            raise TaskRefused("the task's id or requester does not match its signature")
+        now = time.time()
+        if not isinstance(task.get("deadline"), int | float) or task["deadline"] < now:
+            raise TaskRefused("the task's deadline has passed")
+        created = task.get("created")
+        if not isinstance(created, int | float) or abs(created - now) > CLOCK_SKEW + 86400:
+            raise TaskRefused("the task's creation time is not plausible")
+        if not isinstance(task.get("params"), dict):
+            raise TaskRefused("the task has no parameters object")
+        return task
+
+    def _agreement(self, task: dict[str, Any], directory: MemberDirectory) -> Agreement:
+        name = str(task.get("agreement", ""))
+        path = self.agreements / f"{name}.json"
+        if not name.replace("-", "").isalnum() or not path.exists():
+            raise TaskRefused(f"this node has not signed an agreement {name!r}")
+        from healthmesh.network.agreements import load_agreement
+
+        agreement = load_agreement(path)
+        verify_agreement_signatures(agreement, directory.public_key)
+        return agreement
+
+    def _answer(self, task: dict[str, Any], directory: MemberDirectory) -> Answer:
+        agreement = self._agreement(task, directory)
+        algorithm = ALGORITHMS.get(task.get("algorithm", ""))
+        if algorithm is None:
+            raise TaskRefused(f"unknown algorithm {task.get('algorithm')!r}")
+        params = algorithm.check(task["params"])
+        check_task(agreement, task, site=self.identity.org,
+                   tables_used=algorithm.tables_used(params),
+                   strata_used=algorithm.strata_used(params))
+        rules = DisclosureRules.from_dict(agreement.disclosure)
+        fingerprint = self.limiter.fingerprint(algorithm.name, task["params"])
+        self.limiter.check_and_record(agreement.id, task["requester"], fingerprint,
+                                      max_runs=rules.max_repeats, window_days=rules.window_days)
+        repo = self.node.gate.for_request(Requester(task["requester"], task["purpose"]))
+        population = repo.population()
+        local = self._run_local(algorithm, params, population)
+        released = algorithm.disclose(local, rules)
+        if released.epsilon_spent:  # charged before anything leaves; refuses once spent
+            self.ledger.charge(agreement.id, task["id"], released.epsilon_spent,
+                               float(rules.total_epsilon or 0.0), fingerprint)
+        result = {"algorithm": algorithm.name, "version": algorithm.version,
+                  "columns": list(local.columns), "rows": released.rows,
+                  "epsilon_spent": released.epsilon_spent, "notes": released.notes}
+        repo.release("federated-release", population=population, detail={
+            "task": task["id"], "agreement": agreement.id, "algorithm": algorithm.name,
+            "rows": len(released.rows), "epsilon": released.epsilon_spent})
+        signature = self.identity.sign({"task": task["id"], "digest": result_digest(result)})
+        review = "manual" in (agreement.release_review, self.node.settings.release_review)
+        return Answer("review" if review else "ok",
+                      "held for the data steward's release review" if review else None,
+                      result, signature)
+
+    def _run_local(self, algorithm: Any, params: dict[str, Any], population: Any) -> Any:
+        from healthmesh.cohorts import load_consent_scope
+
+        self.tables.refresh()
+        con = self.tables.connect(read_only=True)
+        try:
+            load_consent_scope(con, population.allowed, population.denied)
+            return algorithm.run_local(con, params, site=self.identity.org)
+        finally:
+            con.close()
+
+    def _audit_refusal(self, task: dict[str, Any] | None, reason: str) -> None:
+        if task is None:
+            return  # an unverifiable task has no trustworthy requester to audit under
+        repo = self.node.gate.for_request(Requester(task["requester"], task.get("purpose")))
+        repo.refuse("federated-refuse", reason, {"task": task["id"],
+                                                  "agreement": task.get("agreement")})
+
