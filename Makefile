@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HM := $(VENV)/bin/healthmesh
-DEMO_DIR ?= demo-node
+DEMO_DIR ?= demo-network
 DEMO_PORT ?= 8080
 
 .PHONY: install demo test lint bench clean
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## make demo: a node with synthetic data, served at http://127.0.0.1:$(DEMO_PORT)/fhir
+## make demo: a local network (hub, hospital, clinic, lab); hospital FHIR API at http://127.0.0.1:$(DEMO_PORT)/fhir
 demo: install
 	$(HM) demo $(DEMO_DIR) --port $(DEMO_PORT)
 

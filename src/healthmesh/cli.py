@@ -7,7 +7,6 @@ or, with ``--json``, one JSON object) and exit with a stable code from
 
 from __future__ import annotations
 
-import shutil
 import sys
 from datetime import date
 from enum import IntEnum
@@ -245,6 +244,100 @@ def _view_over_node(view: Any, folder: Path, requester: str, purpose: str | None
         return write_rows(view, resources, handle, fmt)
 
 
+@views_app.command("refresh")
+def views_refresh(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    full: Annotated[bool, typer.Option("--full", help="Rebuild every table.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Bring the node's DuckDB analytic tables up to date (incremental by default)."""
+    from healthmesh.views.tables import AnalyticsBusy, AnalyticsError
+
+    try:
+        with _analytic_tables(folder) as opened:
+            stats = opened.tables.refresh(full=full)
+    except AnalyticsBusy as exc:
+        _fail(str(exc), ExitCode.UNAVAILABLE)
+    except AnalyticsError as exc:
+        _fail(str(exc), ExitCode.CONFIG)
+    if json_out:
+        _emit_json({"tables": stats.tables, "resources_seen": stats.resources_seen,
+                    "seconds": round(stats.seconds, 3), "full": stats.full,
+                    "warnings": stats.warnings})
+        return
+    for name, rows in sorted(stats.tables.items()):
+        out.print(f"{name:<22}{rows:>10} rows")
+    out.print(f"{stats.resources_seen} resources read in {stats.seconds:.2f} s")
+    for warning in stats.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+class _analytic_tables:  # noqa: N801  (used as a context manager, like open())
+    """The node's analytic tables, with the node closed afterwards."""
+
+    def __init__(self, folder: Path) -> None:
+        from healthmesh.node import open_node
+        from healthmesh.views.tables import AnalyticTables
+
+        try:
+            self.node = open_node(folder)
+        except ConfigError as exc:
+            _fail(str(exc), ExitCode.CONFIG)
+        self.tables = AnalyticTables(folder, self.node.store)
+
+    def __enter__(self) -> _analytic_tables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.node.close()
+
+
+@app.command()
+def sql(
+    folder: Annotated[Path, typer.Argument(help="Node folder.")],
+    query: Annotated[str, typer.Argument(help="One SQL statement (DuckDB dialect).")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[int, typer.Option(help="Print at most this many rows.", min=1)] = 1000,
+) -> None:
+    """Query the node's analytic tables read-only, as its administrator (audited).
+
+    Row-level output for the node's own staff at the node; nothing leaves the node this
+    way (data for others goes through the egress gate)."""
+    import csv
+
+    from healthmesh.audit import AuditRecord
+    from healthmesh.views.tables import AnalyticsBusy, AnalyticsError
+
+    if fmt not in ("table", "csv", "json"):
+        _fail("--format must be table, csv or json", ExitCode.USAGE)
+    with _analytic_tables(folder) as opened:
+        opened.node.audit.append(AuditRecord(
+            actor="system", action="sql", decision="permit", reason="node administrator query",
+            detail={"sql": query[:2000]}))
+        try:
+            columns, rows = opened.tables.query(query)
+        except AnalyticsBusy as exc:
+            _fail(str(exc), ExitCode.UNAVAILABLE)
+        except AnalyticsError as exc:  # a bad query (or a write) is the user's input
+            _fail(str(exc).splitlines()[0], ExitCode.INPUT)
+    rows = rows[:limit]
+    if fmt == "json":
+        for row in rows:
+            sys.stdout.write(orjson.dumps(dict(zip(columns, row, strict=True)),
+                                          default=str).decode() + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table()
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
 @app.command()
 def ingest(
     folder: Annotated[Path, typer.Argument(help="Node folder.")],
@@ -401,42 +494,64 @@ def synth(
 
 @app.command()
 def demo(
-    folder: Annotated[Path, typer.Argument(help="Node folder for the demo.")] = Path("demo-node"),
-    patients: Annotated[int, typer.Option(help="Synthetic persons to generate.", min=1)] = 500,
+    folder: Annotated[Path, typer.Argument(help="Network folder for the demo.")] = Path(
+        "demo-network"),
+    patients: Annotated[int, typer.Option(help="Synthetic persons to generate.", min=1)] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
+    port: Annotated[int, typer.Option(help="Port of the hospital's FHIR API; the clinic and "
+                                           "the lab take the next ones, the hub the one "
+                                           "before.", min=2, max=65533)] = 8080,
 ) -> None:
-    """Create a hospital node with synthetic patients, load it and serve it."""
-    from healthmesh.ingest.loader import ingest as run_ingest
-    from healthmesh.node import init_node, open_node
-    from healthmesh.synth import generate
+    """A local network (hub, hospital, clinic, lab) over synthetic patients; Ctrl-C stops it."""
+    import signal as signals
+    import time
+
+    from healthmesh.network.local import network_down, network_up
 
     try:
-        init_node(folder, name="Demo General Hospital")
-        node = open_node(folder)
-    except ConfigError as exc:
+        state = network_up(folder, sites=["hospital", "clinic", "lab"], patients=patients,
+                           seed=seed, port=port - 1,
+                           say=lambda text: console.print(text, highlight=False))
+    except HealthmeshError as exc:
         _fail(str(exc), ExitCode.CONFIG)
-    if not node.store.counts():
-        data = folder / "synth"
-        if not (data / "manifest.json").exists():
-            console.print(f"generating {patients} synthetic persons into {data} ...")
-            shutil.rmtree(data, ignore_errors=True)  # a half-written earlier attempt
-            generate(data, patients=patients, sites=["hospital"], seed=seed)
-        console.print("loading the hospital's records into the node ...")
-        stats = run_ingest(node, [data / "hospital"], rejects_path=folder / "rejects/demo.ndjson")
-        _report_ingest(stats, json_out=False)
-    patient = node.store.search(node.fhir.parse("Patient", [("_count", "1")])).matches
-    token = node.patient_tokens.issue(patient[0].id) if patient else None
-    node.close()
-    base = f"http://{host}:{port}"
-    out.print("Every read needs a purpose of use, for example:")
-    out.print(f"  curl -H 'X-Requester: Organization/demo-clinic' -H 'X-Purpose-Of-Use: TREAT' "
-              f"'{base}/fhir/Patient?_count=5'")
+    signals.signal(signals.SIGTERM, _interrupt)  # 'kill' stops the network as Ctrl-C does
+    try:
+        _demo_guide(state, folder)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping the network ...")
+    finally:
+        network_down(folder)
+
+
+def _interrupt(*_: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _demo_guide(state: dict[str, Any], folder: Path) -> None:
+    from healthmesh.node import open_node
+
+    hospital = state["nodes"]["hospital"]["fhir"]
+    with open_node(folder / "nodes" / "hospital") as node:
+        first = node.store.search(node.fhir.parse("Patient", [("_count", "1")])).matches
+        token = node.patient_tokens.issue(first[0].id) if first else None
+    out.print(f"hub:              {state['hub']}")
+    for site, info in state["nodes"].items():
+        out.print(f"{site + ' FHIR API:':<18}{info['fhir']}   (docs: "
+                  f"{info['fhir'].removesuffix('/fhir')}/docs)")
+    out.print("Read a node's FHIR API (every read names who asks and why):")
+    out.print(f"  curl -H 'X-Requester: Organization/clinic' -H 'X-Purpose-Of-Use: TREAT' "
+              f"'{hospital}/Patient?_count=5'")
     if token:
-        out.print(f"A demo patient ({patient[0].id}) can see their consents and access log:")
-        out.print(f"  curl -H 'Authorization: Bearer {token}' {base}/patient/access-log")
-    serve(folder, host=host, port=port, log_level="warning")
+        out.print(f"A patient ({first[0].id}) sees their consents and who read their data:")
+        out.print(f"  curl -H 'Authorization: Bearer {token}' "
+                  f"{hospital.removesuffix('/fhir')}/patient/access-log")
+    out.print("Ask the whole network (only aggregates leave the nodes):")
+    out.print(f"  healthmesh query indicator hypertension-control --network {folder} "
+              "--period 2024")
+    out.print(f"  healthmesh query count --network {folder} --by sex,age_band")
+    out.print("Press Ctrl-C to stop the network.")
 
 
 import healthmesh.cli_network  # noqa: E402,F401  (registers the network commands)

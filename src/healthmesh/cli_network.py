@@ -236,11 +236,15 @@ def _print_result(result: dict[str, Any]) -> None:
     rows = result["pooled"]["rows"]
     covered = ", ".join(result["pooled"]["sites_covered"]) or "none"
     table = Table(title=f"pooled over: {covered}")
-    columns = list(rows[0]) if rows else []
+    hidden = {"incomplete", "sites", "suppressed"}
+    columns = [c for c in (rows[0] if rows else {}) if c not in hidden]
     for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
+    if any(row.get("incomplete") for row in rows):
+        out.print("<suppressed>: a small cell (or its complement) was withheld at a site; "
+                  "pooled values marked incomplete leave it out")
     out.print(table)
     out.print(f"epsilon spent: {result['epsilon_spent']:g}")
 
@@ -248,6 +252,8 @@ def _print_result(result: dict[str, Any]) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "<suppressed>"
+    if isinstance(value, str) and value.startswith("Organization/"):
+        return value.removeprefix("Organization/")
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)

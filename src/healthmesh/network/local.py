@@ -40,7 +40,8 @@ from healthmesh.network.hub_state import HubState
 from healthmesh.network.members import Identity, sign_agreement, write_credentials
 from healthmesh.security import NetworkAuthority, generate_key, make_csr
 
-__all__ = ["ANALYST", "NetworkLayout", "network_down", "network_status", "network_up"]
+__all__ = ["ANALYST", "NetworkLayout", "network_down", "network_status", "network_up",
+           "site_kind"]
 
 ANALYST = "Organization/analyst"
 SITE_ROLES = {"hospital": ["provider"], "clinic": ["provider"], "lab": ["lab"],
@@ -80,6 +81,13 @@ class NetworkLayout:
 Say = Callable[[str], None]
 
 
+def site_kind(site: str) -> str:
+    """The kind of a site name: ``hospital`` for ``hospital`` and ``hospital-2`` (several
+    sites of one kind load the same generated data; benchmarks use this)."""
+    base, _, number = site.rpartition("-")
+    return base if base and number.isdigit() else site
+
+
 def network_up(root: Path, *, sites: list[str], patients: int, seed: int,
                data: Path | None = None, port: int = 8700, say: Say = print) -> dict[str, Any]:
     """Create (first time) and start a local network; return its addresses."""
@@ -87,7 +95,7 @@ def network_up(root: Path, *, sites: list[str], patients: int, seed: int,
     if layout.state_file.exists() and _running(orjson.loads(layout.state_file.read_bytes())):
         raise ConfigError(f"a network is already running from {root} "
                           f"(stop it with 'healthmesh network down {root}')")
-    unknown = [s for s in sites if s not in SITE_ROLES]
+    unknown = [s for s in sites if site_kind(s) not in SITE_ROLES]
     if unknown or not sites:
         raise ConfigError(f"unknown site kind(s): {', '.join(unknown) or '(none)'} "
                           f"(known: {', '.join(SITE_ROLES)})")
@@ -112,7 +120,7 @@ def _synthesise(folder: Path, sites: list[str], patients: int, seed: int, say: S
     manifest = folder / "manifest.json"
     if manifest.exists():
         made = orjson.loads(manifest.read_bytes())["parameters"]["sites"]
-        missing = [s for s in sites if s not in made]
+        missing = sorted({site_kind(s) for s in sites} - set(made))
         if not missing:
             return folder
         raise ConfigError(f"{folder} was generated without site(s) {', '.join(missing)}; "
@@ -121,7 +129,7 @@ def _synthesise(folder: Path, sites: list[str], patients: int, seed: int, say: S
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)  # a half-written earlier attempt
-    generate(folder, patients=patients, sites=sites, seed=seed)
+    generate(folder, patients=patients, sites=sorted({site_kind(s) for s in sites}), seed=seed)
     return folder
 
 
@@ -154,16 +162,17 @@ def _setup_node(layout: NetworkLayout, authority: NetworkAuthority, site: str, h
     from healthmesh.node import init_node, open_node
 
     folder = layout.node(site)
-    name = _site_name(data, site)
+    kind = site_kind(site)
+    name = _site_name(data, kind) + ("" if kind == site else f" ({site})")
     init_node(folder, name=name)
     _set_node_config(folder, name, site, hub_url)
     key = load_or_create_node_key(folder)
-    _membership(authority, folder / "network", key, site, name, SITE_ROLES[site],
+    _membership(authority, folder / "network", key, site, name, SITE_ROLES[kind],
                 "member-cert.pem")
     with open_node(folder) as node:
         if not node.store.counts():
-            say(f"loading {site} ({data / site}) ...")
-            stats = ingest(node, [data / site], rejects_path=folder / "rejects/network-up.ndjson")
+            say(f"loading {site} ({data / kind}) ...")
+            stats = ingest(node, [data / kind], rejects_path=folder / "rejects/network-up.ndjson")
             say(f"  {stats.created} resources, {stats.rejected} rejected")
 
 
