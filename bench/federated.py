@@ -52,8 +52,8 @@ RUNS = {"public-health": "PUBHLTH", "research": "HRESCH"}  # agreement -> purpos
 FILES = ("store.sqlite", DB_FILE)
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 \
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values[1:] \
         else values[0]
 
 
@@ -98,12 +98,10 @@ def copy_nodes(source: Path, root: Path, sites: list[str]) -> None:
     shutil.rmtree(root, ignore_errors=True)
     for site in sites:
         folder = init_node(root / "nodes" / site, name=site)
-        for name in FILES:
-            for suffix in ("", "-wal", "-shm", ".wal"):
-                (folder / (name + suffix)).unlink(missing_ok=True)
-            shutil.copyfile(source / name, folder / name)
-            if (source / (name + ".wal")).exists():
-                shutil.copyfile(source / (name + ".wal"), folder / (name + ".wal"))
+        for name in (f + s for f in FILES for s in ("", "-wal", "-shm", ".wal")):
+            (folder / name).unlink(missing_ok=True)  # the empty store init_node made
+            if (source / name).exists() and not name.endswith("-shm"):
+                shutil.copyfile(source / name, folder / name)
 
 
 def local_floor(folder: Path, purpose: str, queries: int) -> dict[str, Any]:
@@ -138,8 +136,7 @@ def local_floor(folder: Path, purpose: str, queries: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             tables.refresh()
             parts["refresh (no-op)"].append(time.perf_counter() - t0)
-    in_scope = len(population.allowed)
-    return {"first": first, "parts": parts, "in_scope": in_scope,
+    return {"first": first, "parts": parts, "in_scope": len(population.allowed),
             "cohort": sum(r["count"] for r in local.rows), "rows": len(released.rows)}
 
 

@@ -52,7 +52,7 @@ def test_public_api_names() -> None:
     import healthmesh
     import healthmesh.errors
 
-    assert healthmesh.__all__ == ["__version__"]
+    assert healthmesh.__all__ == ["__version__", "connect"]
     assert "FhirError" in healthmesh.errors.__all__
     for name in healthmesh.errors.__all__:
         assert hasattr(healthmesh.errors, name)

@@ -28,7 +28,7 @@ from healthmesh.errors import HealthmeshError
 from healthmesh.ingest.loader import ingest
 from healthmesh.network.agreements import Agreement, save_agreement
 from healthmesh.network.members import Identity, MemberDirectory, sign_agreement
-from healthmesh.network.tasks import Answer, TaskRunner
+from healthmesh.network.tasks import Answer, TaskLog, TaskRunner
 from healthmesh.node import Node, init_node, open_node
 from healthmesh.privacy import PrivacyLedger
 from healthmesh.security import (
@@ -231,7 +231,8 @@ def withdraw_from_research(node: Node, data: Path, patient: str) -> None:
 
 
 def count_of(answer: Answer) -> int:
-    assert answer.status == "ok", answer.reason
+    """The one released count of an answer (no strata)."""
+    assert answer.status in ("ok", "review"), answer.reason
     assert answer.result is not None
     (row,) = answer.result["rows"]
     assert not row.get("suppressed")
@@ -279,10 +280,6 @@ def test_a_valid_count_counts_exactly_whom_consent_allows_and_is_signed(
 
 # -- 2. refusals, each with its reason -------------------------------------------------------
 
-def observation_cohort() -> dict[str, Any]:
-    return {"cohort": WITH_OBSERVATION}
-
-
 REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
     "agreement not held": ({"agreement": "nope"}, "this node has not signed an agreement 'nope'"),
     "agreement name is a path": ({"agreement": "../research"},
@@ -309,11 +306,12 @@ REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
         {"params": {"cohort": WITH_OBSERVATION}},
         "agreement research does not allow reading observation"),
     "unknown algorithm": ({"algorithm": "exfiltrate"}, "unknown algorithm 'exfiltrate'"),
-    "strata not a list": ({"params": {"cohort": EVERYONE, "strata": "sex"}}, "params.strata"),
+    "strata not a list": ({"params": {"cohort": EVERYONE, "strata": "sex"}},
+                          "params.strata: expected an array"),
     "unknown parameter": ({"params": {"cohort": EVERYONE, "sql": "SELECT 1"}},
                           "params: unknown parameter 'sql'"),
     "cohort malformed": ({"params": {"cohort": {"name": "x", "include": "all"}}},
-                         "params.cohort"),
+                         "params.cohort.include: expected an array of criteria"),
 }
 
 
@@ -343,8 +341,7 @@ def test_a_task_from_a_member_not_the_requester_is_refused(world: World, shared:
     assert record.action == "federated-refuse" and record.actor == world.rival.org
 
 
-def test_a_forged_task_is_refused_and_leaves_no_audit_record(world: World,
-                                                             shared: Station) -> None:
+def test_a_forged_or_mismatched_task_is_refused(world: World, shared: Station) -> None:
     runner = shared.runner
     # signed with another member's key while claiming to be the analyst
     task = world.task()
@@ -352,25 +349,23 @@ def test_a_forged_task_is_refused_and_leaves_no_audit_record(world: World,
     assert forged.status == "refused" and forged.reason is not None
     assert forged.reason.startswith("task not accepted: ")
     assert "signature of 'Organization/analyst' does not verify" in forged.reason
-    # a member signing, as itself, a task that names the analyst as requester
-    task2 = world.task()
-    posing = runner.run(task2["id"], world.rival.sign(task2))
-    assert posing.status == "refused"
-    assert posing.reason == "the task's id or requester does not match its signature"
-    # the analyst's own signed task presented under another id
-    task3 = world.task()
-    other_id = uuid.uuid4().hex
-    moved = runner.run(other_id, world.analyst.sign(task3))
-    assert moved.reason == "the task's id or requester does not match its signature"
     # not a signed task at all
     garbage = runner.run("garbage", "not-a-token")
     assert (garbage.status, garbage.reason) == ("refused", "the task is not a signed task")
-    for task_id in (task["id"], task2["id"], other_id, "garbage"):
+    for task_id in (task["id"], "garbage"):
         assert shared.audit(task_id) == []  # no trustworthy requester to audit under
+    # a member signing, as itself, a task that names the analyst as requester
+    posing = world.task()
+    answer = runner.run(posing["id"], world.rival.sign(posing))
+    assert (answer.status, answer.reason) == (
+        "refused", "the task's id or requester does not match its signature")
+    # the analyst's own signed task presented under another id
+    moved = runner.run(uuid.uuid4().hex, world.analyst.sign(world.task()))
+    assert (moved.status, moved.reason) == (
+        "refused", "the task's id or requester does not match its signature")
 
 
-def test_a_task_past_its_deadline_or_implausibly_dated_is_refused(world: World,
-                                                                  shared: Station) -> None:
+def test_a_task_past_its_deadline_or_implausibly_dated_is_refused(shared: Station) -> None:
     _, late = shared.ask(deadline=time.time() - 1)
     assert (late.status, late.reason) == ("refused", "the task's deadline has passed")
     _, old = shared.ask(created=time.time() - 3 * 86400)
@@ -379,11 +374,18 @@ def test_a_task_past_its_deadline_or_implausibly_dated_is_refused(world: World,
     assert (bare.status, bare.reason) == ("refused", "the task has no parameters object")
 
 
-@pytest.mark.xfail(strict=True, reason="tasks.py: refusals raised in _verify after the "
-                   "signature verified (deadline, creation time, no params) are not audited")
-def test_a_verified_but_late_task_is_audited_as_refused(shared: Station) -> None:
-    task_id, late = shared.ask(deadline=time.time() - 1)
-    assert late.status == "refused"
+UNAUDITED = "tasks.py: a refusal raised in TaskRunner._verify after the requester's " \
+    "signature verified (deadline, creation time, parameters) leaves no audit record"
+
+
+@pytest.mark.xfail(strict=True, reason=UNAUDITED)
+@pytest.mark.parametrize("changes", [{"deadline": time.time() - 1},
+                                     {"created": time.time() - 3 * 86400},
+                                     {"params": ["cohort"]}], ids=["late", "old", "no-params"])
+def test_a_refused_task_with_a_valid_signature_is_audited(shared: Station,
+                                                          changes: dict[str, Any]) -> None:
+    task_id, answer = shared.ask(**changes)
+    assert answer.status == "refused"
     assert [r.action for r in shared.audit(task_id)] == ["federated-refuse"]
 
 
@@ -432,8 +434,7 @@ def test_manual_release_review_holds_results_for_the_steward(world: World,
         held_id, held = station.ask()
         assert held.status == "review"
         assert held.reason == "held for the data steward's release review"
-        assert count_of(Answer("ok", None, held.result, held.signature)) == len(
-            research_consented(world.data))
+        assert count_of(held) == len(research_consented(world.data))
         assert held.to_json()["result"] is None  # nothing leaves while held
         (pending,) = log.pending_review()
         assert pending["id"] == held_id and pending["result"] == held.result
@@ -465,6 +466,20 @@ def test_manual_release_review_holds_results_for_the_steward(world: World,
         station.close()
 
 
+@pytest.mark.xfail(strict=True, reason="tasks.py: TaskLog.decide(approve=True) keeps the "
+                   "'held for review' reason on the ok answer the requester receives")
+def test_an_approved_result_reads_like_any_released_result(world: World,
+                                                            tmp_path: Path) -> None:
+    station = open_station(world, tmp_path / "node", release_review="manual")
+    try:
+        held_id, held = station.ask()
+        station.runner.log.decide(held_id, True, STEWARD)
+        approved = station.runner.log.get(held_id)
+        assert approved == Answer("ok", None, held.result, held.signature)
+    finally:
+        station.close()
+
+
 def test_an_agreement_can_require_release_review(shared: Station) -> None:
     task_id, answer = shared.ask(agreement="reviewed")
     assert answer.status == "review"
@@ -482,33 +497,27 @@ def test_release_commands_review_held_results(world: World, tmp_path: Path) -> N
     listed = run_cli("release", "list", folder, "--json")
     assert listed.returncode == 0, listed.stderr
     assert {p["id"] for p in orjson.loads(listed.stdout)["pending"]} == {first, second}
-    text = run_cli("release", "list", folder)
-    assert text.returncode == 0 and first in text.stdout and second in text.stdout
 
     approve = run_cli("release", "approve", folder, first)
     assert approve.returncode == 0, approve.stderr
     reject = run_cli("release", "reject", folder, second, "--steward", "Practitioner/dpo")
     assert reject.returncode == 0, reject.stderr
     unknown = run_cli("release", "approve", folder, "no-such-task")
-    assert unknown.returncode == 2 and "not waiting for review" in unknown.stderr
-    again = run_cli("release", "reject", folder, first)
-    assert again.returncode == 2  # already decided
-    not_a_node = run_cli("release", "list", str(tmp_path))
-    assert not_a_node.returncode == 3
+    assert unknown.returncode == 2
+    assert "task no-such-task is not waiting for review" in unknown.stderr
 
-    empty = run_cli("release", "list", folder, "--json")
-    assert orjson.loads(empty.stdout) == {"pending": []}
+    log = TaskLog(tmp_path / "node" / "network" / "tasks.sqlite")
+    try:
+        assert log.pending_review() == []
+        approved = log.get(first)
+        assert approved is not None and approved.status == "ok" and approved.signature
+        assert log.get(second) == Answer(
+            "refused", "the data steward (Practitioner/dpo) withheld this result")
+        assert {task_id for task_id, _ in log.unsent()} == {first, second}
+    finally:
+        log.close()
     with open_node(Path(folder)) as node:
-        from healthmesh.network.tasks import TaskLog
-
-        log = TaskLog(node.folder / "network" / "tasks.sqlite")
-        try:
-            assert log.get(first).status == "ok"  # type: ignore[union-attr]
-            assert log.get(second) == Answer(
-                "refused", "the data steward (Practitioner/dpo) withheld this result")
-        finally:
-            log.close()
-        decisions = {(e.record.actor, e.record.decision, e.record.detail["task"])
+        decisions = {(e.record.actor, e.record.decision, (e.record.detail or {}).get("task"))
                      for e in node.audit.entries(action="release-review")}
     assert decisions == {(STEWARD, "permit", first), ("Practitioner/dpo", "deny", second)}
 
@@ -521,8 +530,8 @@ def test_the_same_question_is_refused_after_max_repeats_until_it_unlocks(
     answers = [station.ask(agreement="repeats", params=params)[1] for _ in range(2)]
     assert [a.status for a in answers] == ["ok", "ok"]
     started = datetime.now(UTC)
-    task_id, third = station.ask(agreement="repeats", params={"strata": ["sex"], **{
-        "cohort": {"include": [], "name": "everyone"}}})  # the same question, reordered
+    reordered = {"strata": ["sex"], "cohort": {"include": [], "name": "everyone"}}
+    task_id, third = station.ask(agreement="repeats", params=reordered)  # the same question
     assert third.status == "refused" and third.reason is not None
     found = re.search(r"already ran 2 times in the last 30 days; it unlocks at (\S+)$",
                       third.reason)
