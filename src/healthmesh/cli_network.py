@@ -362,7 +362,7 @@ def query_indicator(
 # -- release review ----------------------------------------------------------------------
 
 def _task_log(folder: Path) -> Any:
-    from healthmesh.network.tasks import TaskLog
+    from healthmesh.network.tasklog import TaskLog
 
     if not (folder / "node.toml").exists():
         _fail(f"{folder} is not a node folder", ExitCode.CONFIG)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,10 @@ import httpx
 from healthmesh.errors import ConfigError, HealthmeshError
 from healthmesh.network.client import HubClient, HubUnavailable
 from healthmesh.network.members import Identity, MemberDirectory
-from healthmesh.network.tasks import Answer, TaskRunner
+from healthmesh.network.tasklog import Answer
+from healthmesh.network.tasks import TaskRunner
 from healthmesh.node import Node
-from healthmesh.security import verify_membership
+from healthmesh.security import RevokedCertificate, verify_membership
 
 __all__ = ["NETWORK_DIR", "NodeAgent", "node_identity"]
 
@@ -131,8 +133,6 @@ class NodeAgent:
         return MemberDirectory(self.identity.ca_pem, folder / "crl.pem", members.get)
 
     def _refresh_crl(self) -> None:
-        import time
-
         if time.monotonic() - self._crl_checked < CRL_REFRESH_SECONDS:
             return
         self._crl_checked = time.monotonic()
@@ -145,12 +145,11 @@ class NodeAgent:
         try:  # only a list signed by our own authority replaces the one we hold
             verify_membership(self.identity.cert_pem.encode(), self.identity.ca_pem,
                               response.content)
+        except RevokedCertificate as exc:
+            log.error("this node's own membership is revoked: %s", exc)
         except HealthmeshError as exc:
-            if "revoked" in str(exc).lower():
-                log.error("this node's own membership is revoked: %s", exc)
-            else:
-                log.warning("ignoring a revocation list that does not verify: %s", exc)
-                return
+            log.warning("ignoring a revocation list that does not verify: %s", exc)
+            return
         path = self.node.folder / NETWORK_DIR / "crl.pem"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(response.content)

@@ -22,26 +22,28 @@ Every answer (ok, refused, error, review) is kept in ``DIR/network/tasks.sqlite`
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from healthmesh.algorithms import ALGORITHMS, AlgorithmError
 from healthmesh.cohorts import CohortError
 from healthmesh.errors import HealthmeshError
 from healthmesh.gate.requester import Requester
-from healthmesh.network.agreements import Agreement, AgreementError, TaskRefused, check_task
+from healthmesh.network.agreements import (
+    Agreement,
+    AgreementError,
+    TaskRefused,
+    check_task,
+    load_agreement,
+)
 from healthmesh.network.members import (
     Identity,
     MemberDirectory,
     result_digest,
     verify_agreement_signatures,
 )
+from healthmesh.network.tasklog import Answer, TaskLog
 from healthmesh.node import Node
 from healthmesh.privacy import (
     BudgetExhausted,
@@ -56,94 +58,8 @@ __all__ = ["Answer", "TaskRunner"]
 
 log = logging.getLogger("healthmesh.tasks")
 CLOCK_SKEW = 300.0
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY, received REAL, requester TEXT, agreement TEXT, algorithm TEXT,
-    purpose TEXT, status TEXT, reason TEXT, result TEXT, signature TEXT, sent INTEGER DEFAULT 0,
-    task TEXT
-);
-"""
 REFUSALS = (TaskRefused, AgreementError, AlgorithmError, CohortError, BudgetExhausted,
             QueryLimitReached)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the node sends back for one task."""
-
-    status: str  # ok | refused | error | review
-    reason: str | None = None
-    result: dict[str, Any] | None = None
-    signature: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "reason": self.reason,
-                "result": self.result if self.status == "ok" else None,
-                "signature": self.signature if self.status == "ok" else None}
-
-
-class TaskLog:
-    """The node's durable record of tasks and answers (and the release-review queue)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                    timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.executescript(SCHEMA)
-
-    def get(self, task_id: str) -> Answer | None:
-        row = self.conn.execute("SELECT status, reason, result, signature FROM tasks "
-                                "WHERE id = ?", (task_id,)).fetchone()
-        if row is None:
-            return None
-        return Answer(row[0], row[1], orjson.loads(row[2]) if row[2] else None, row[3])
-
-    def put(self, task_id: str, task: dict[str, Any] | None, answer: Answer) -> None:
-        task = task or {}
-        self.conn.execute(
-            "INSERT OR REPLACE INTO tasks (id, received, requester, agreement, algorithm, "
-            "purpose, status, reason, result, signature, sent, task) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-            (task_id, time.time(), task.get("requester"), task.get("agreement"),
-             task.get("algorithm"), task.get("purpose"), answer.status, answer.reason,
-             orjson.dumps(answer.result).decode() if answer.result is not None else None,
-             answer.signature, orjson.dumps(task).decode()))
-
-    def unsent(self) -> Iterator[tuple[str, Answer]]:
-        rows = self.conn.execute("SELECT id FROM tasks WHERE sent = 0 AND status != 'review'")
-        for (task_id,) in rows.fetchall():
-            answer = self.get(task_id)
-            if answer is not None:
-                yield task_id, answer
-
-    def mark_sent(self, task_id: str) -> None:
-        self.conn.execute("UPDATE tasks SET sent = 1 WHERE id = ?", (task_id,))
-
-    def pending_review(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT id, received, requester, agreement, algorithm, purpose, result FROM tasks "
-            "WHERE status = 'review' ORDER BY received").fetchall()
-        return [{"id": r[0], "received": r[1], "requester": r[2], "agreement": r[3],
-                 "algorithm": r[4], "purpose": r[5], "result": orjson.loads(r[6])}
-                for r in rows]
-
-    def decide(self, task_id: str, approve: bool, steward: str) -> None:
-        """A steward's decision on a held result (approved results are then sent)."""
-        row = self.conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if row is None or row[0] != "review":
-            raise HealthmeshError(f"task {task_id} is not waiting for review")
-        if approve:
-            self.conn.execute("UPDATE tasks SET status = 'ok', sent = 0 WHERE id = ?",
-                              (task_id,))
-        else:
-            self.conn.execute(
-                "UPDATE tasks SET status = 'refused', reason = ?, result = NULL, "
-                "signature = NULL, sent = 0 WHERE id = ?",
-                (f"the data steward ({steward}) withheld this result", task_id))
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class TaskRunner:
@@ -165,6 +81,8 @@ class TaskRunner:
 
     def close(self) -> None:
         self.log.close()
+        self.ledger.close()
+        self.limiter.close()
 
     def unsent(self) -> Iterator[tuple[str, Answer]]:
         return self.log.unsent()
@@ -182,27 +100,31 @@ class TaskRunner:
         task: dict[str, Any] | None = None
         try:
             directory = self.directory()
-            task = self._verify(task_id, token, directory)
+            task = self._signed(token, directory)  # from here on, refusals are audited
+            self._check(task_id, task)
             answer = self._answer(task, directory)
         except REFUSALS as exc:
             answer = Answer("refused", str(exc))
-            self._audit_refusal(task, str(exc))
+            self._audit_refusal(task_id, task, str(exc))
         except HealthmeshError as exc:
             answer = Answer("refused", f"task not accepted: {exc}")
-            self._audit_refusal(task, str(exc))
+            self._audit_refusal(task_id, task, str(exc))
         except Exception:
             log.exception("task %s failed", task_id)
             answer = Answer("error", "the node failed to compute this task (see its log)")
         self.log.put(task_id, task, answer)
         return answer
 
-    def _verify(self, task_id: str, token: str, directory: MemberDirectory) -> dict[str, Any]:
+    def _signed(self, token: str, directory: MemberDirectory) -> dict[str, Any]:
+        """The task's claims, once the signature of the member who signed it verifies."""
         try:
             requester = unverified_sender(token)
         except HealthmeshError:
             raise TaskRefused("the task is not a signed task") from None
-        task = verify_payload(token, directory.public_key(requester), sender=requester)
-        if task.get("id") != task_id or task.get("requester") != requester:
+        return verify_payload(token, directory.public_key(requester), sender=requester)
+
+    def _check(self, task_id: str, task: dict[str, Any]) -> None:
+        if task.get("id") != task_id or task.get("requester") != task.get("iss"):
             raise TaskRefused("the task's id or requester does not match its signature")
         now = time.time()
         if not isinstance(task.get("deadline"), int | float) or task["deadline"] < now:
@@ -212,15 +134,12 @@ class TaskRunner:
             raise TaskRefused("the task's creation time is not plausible")
         if not isinstance(task.get("params"), dict):
             raise TaskRefused("the task has no parameters object")
-        return task
 
     def _agreement(self, task: dict[str, Any], directory: MemberDirectory) -> Agreement:
         name = str(task.get("agreement", ""))
         path = self.agreements / f"{name}.json"
         if not name.replace("-", "").isalnum() or not path.exists():
-            raise TaskRefused(f"this node has not signed an agreement {name!r}")
-        from healthmesh.network.agreements import load_agreement
-
+            raise TaskRefused(f"this node has not signed an agreement {name[:64]!r}")
         agreement = load_agreement(path)
         verify_agreement_signatures(agreement, directory.public_key)
         return agreement
@@ -268,10 +187,15 @@ class TaskRunner:
         finally:
             con.close()
 
-    def _audit_refusal(self, task: dict[str, Any] | None, reason: str) -> None:
+    def _audit_refusal(self, task_id: str, task: dict[str, Any] | None, reason: str) -> None:
+        """Audit a refusal under the member whose signature verified (none: nothing
+        trustworthy to audit under)."""
         if task is None:
-            return  # an unverifiable task has no trustworthy requester to audit under
-        repo = self.node.gate.for_request(Requester(task["requester"], task.get("purpose")))
-        repo.refuse("federated-refuse", reason, {"task": task["id"],
-                                                  "agreement": task.get("agreement")})
+            return
+        purpose = task.get("purpose")
+        repo = self.node.gate.for_request(Requester(
+            str(task["iss"]), purpose if isinstance(purpose, str) and purpose.isalnum()
+            and len(purpose) <= 32 else None))
+        repo.refuse("federated-refuse", reason, {"task": task_id,
+                                                  "agreement": str(task.get("agreement"))[:64]})
 
