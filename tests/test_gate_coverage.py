@@ -149,6 +149,7 @@ ALLOWED_STORE_USE = {
     ("cli.py", "node_status"): {"counts"},
     ("cli.py", "_demo_guide"): {"search"},  # one Patient id, to print a demo token
     ("local.py", "_setup_node"): {"counts"},  # is the node loaded yet? nothing is printed
+    ("agent.py", "_describe"): {"counts"},  # the catalogue's size, rounded to hundreds
     ("cli.py", "patient_token"): {"read"},  # existence check only; nothing is printed
 }
 

@@ -217,6 +217,13 @@ def test_task_round_trip_pools_signed_answers_and_marks_silent_sites(net: Net) -
     assert rows["female"]["count"] == 12
     assert rows["male"]["count"] is None  # suppressed at a site: not guessed
 
+    # the agreement's retention duty: results older than the period are deleted at the hub
+    assert net.state.purge_results("study", time.time() - 3600) == 0  # not old enough
+    assert net.state.purge_results("study", time.time() + 1) == 1
+    (kept,) = [t for t in net.state.targets(task["id"]) if t["site"] == "Organization/north"]
+    assert kept["status"] == "ok" and kept["result"] is None
+    assert "retention" in kept["reason"]
+
 
 def test_agreement_terms_cannot_change_and_non_parties_cannot_post(net: Net) -> None:
     analyst, south = net.members["analyst"], net.members["south"]

@@ -103,6 +103,15 @@ def test_pooled_count_is_the_sum_of_consented_patients_at_each_site(
     assert pooled["count"] < everyone_with_htn  # research needs an opt-in: not everyone
 
 
+def test_the_catalogue_describes_every_node(hm: Network) -> None:
+    datasets = {d["org"]: d for d in hm.catalogue()}
+    assert sorted(datasets) == [f"Organization/{s}" for s in sorted(SITES)]
+    for entry in datasets.values():
+        assert "value_number" in entry["tables"]["observation"]
+        assert {"research", "public-health", "research-dp"} <= set(entry["agreements"])
+        assert entry["patients"].startswith(("about", "under"))
+
+
 def test_small_cells_are_suppressed_and_released_cells_are_exact(
         network: dict[str, Any], hm: Network) -> None:
     data = network["root"] / "data"

@@ -436,6 +436,10 @@ def serve(
         node.close()
 
 
+node_app.command("serve", help="The same as 'healthmesh serve': the node's API, and its "
+                 "agent when the node is in a network.")(serve)
+
+
 def _start_agent(node: Any) -> Any:
     """The node agent (a thread polling the hub) when the node is in a network."""
     if not node.settings.hub_url:

@@ -151,6 +151,17 @@ def create_hub_app(hub: Hub) -> FastAPI:
             polling[org] -= 1
             hub.state.seen(org)
 
+    @app.get("/catalogue")
+    async def catalogue(request: Request) -> Response:
+        await sender(request)
+        return _json({"datasets": hub.state.catalogue()})
+
+    @app.post("/agent/catalogue")
+    async def describe(request: Request) -> Response:
+        org, body = await sender(request)
+        hub.describe(org, parse(body))
+        return _json({"accepted": True})
+
     @app.post("/agent/tasks/{task_id}/result")
     async def agent_result(task_id: str, request: Request) -> Response:
         org, body = await sender(request)

@@ -32,6 +32,7 @@ __all__ = ["NETWORK_DIR", "NodeAgent", "node_identity"]
 log = logging.getLogger("healthmesh.agent")
 NETWORK_DIR = "network"
 CRL_REFRESH_SECONDS = 300.0
+CATALOGUE_SECONDS = 3600.0
 
 
 def node_identity(node: Node) -> Identity:
@@ -72,8 +73,8 @@ class NodeAgent:
         self.poll = float(node.settings.agent_poll_seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="healthmesh-agent", daemon=True)
-        self._members: dict[str, str] = {}
         self._crl_checked = 0.0
+        self._described = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -106,6 +107,7 @@ class NodeAgent:
     def poll_once(self) -> None:
         """Send held answers, then wait for tasks and answer each."""
         self._refresh_crl()
+        self._describe()
         for task_id, answer in self.runner.unsent():
             self._post(task_id, answer)
         data = self.client.request("GET", f"/agent/tasks?wait={self.poll:g}",
@@ -122,6 +124,19 @@ class NodeAgent:
                 raise  # the hub is down: keep the answer, send it on reconnect
             log.warning("hub refused the answer to task %s: %s", task_id, exc)
         self.runner.mark_sent(task_id)
+
+    def _describe(self) -> None:
+        """Tell the hub's dataset catalogue what this node holds (hourly): its tables and
+        columns, the agreements it signed, and its size rounded to hundreds of patients."""
+        if time.monotonic() - self._described < CATALOGUE_SECONDS and self._described:
+            return
+        patients = self.node.store.counts().get("Patient", 0)
+        self.client.request("POST", "/agent/catalogue", {
+            "name": self.node.settings.name, "tables": self.runner.tables.tables(),
+            "patients": f"about {round(patients, -2):,}" if patients >= 100 else "under 100",
+            "agreements": sorted(p.stem for p in self.runner.agreements.glob("*.json")),
+        })
+        self._described = time.monotonic()
 
     # -- trust material ------------------------------------------------------------------
 

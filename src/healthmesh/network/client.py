@@ -114,6 +114,10 @@ class Network:
     def agreements(self) -> list[dict[str, Any]]:
         return list(self.client.request("GET", "/agreements")["agreements"])
 
+    def catalogue(self) -> list[dict[str, Any]]:
+        """What each node holds: its tables and columns, agreements and approximate size."""
+        return list(self.client.request("GET", "/catalogue")["datasets"])
+
     def submit(self, algorithm: str, params: dict[str, Any], *, agreement: str,
                purpose: str, sites: list[str] | None = None) -> str:
         """Sign and submit a task; return its id."""

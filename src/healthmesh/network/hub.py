@@ -155,7 +155,16 @@ class Hub:
         if self.state.task(task["id"]) is not None:
             raise HubError(f"task {task['id']} was already submitted", 409)
         self.state.add_task(task, token, sites)
+        self.purge_expired()
         return {"id": task["id"], "sites": sites}
+
+    def purge_expired(self) -> int:
+        """Apply every agreement's retention duty to the results the hub holds."""
+        now, purged = time.time(), 0
+        for body in self.state.agreements():
+            purged += self.state.purge_results(body["id"],
+                                               now - 86400 * int(body["retention_days"]))
+        return purged
 
     def alive_sites(self) -> set[str]:
         """Members heard from in the last few seconds (a polling node is heard from
@@ -212,6 +221,15 @@ class Hub:
                 "rows": rows,
                 "epsilon_spent": sum(float(t["result"].get("epsilon_spent") or 0)
                                      for t in released)}
+
+    # -- dataset catalogue ---------------------------------------------------------------
+
+    def describe(self, site: str, body: Any) -> None:
+        """A node's description of its data (tables, columns, approximate size)."""
+        if not isinstance(body, dict) or not isinstance(body.get("tables"), dict):
+            raise HubError("a catalogue entry needs a tables object", 422)
+        self.state.put_catalogue(site, {k: body[k] for k in ("name", "tables", "patients",
+                                                             "agreements") if k in body})
 
     # -- node agents ---------------------------------------------------------------------
 

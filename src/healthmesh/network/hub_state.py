@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS members (
     endpoint TEXT, registered REAL, last_seen REAL
 );
 CREATE TABLE IF NOT EXISTS agreements (id TEXT PRIMARY KEY, body TEXT, updated REAL);
+CREATE TABLE IF NOT EXISTS catalogue (org TEXT PRIMARY KEY, body TEXT, updated REAL);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, agreement TEXT, requester TEXT, algorithm TEXT, purpose TEXT,
     token TEXT, body TEXT, created REAL, deadline REAL
@@ -120,6 +121,30 @@ class HubState:
         with self._conn(write=False) as conn:
             rows = conn.execute("SELECT body FROM agreements ORDER BY id").fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    # -- dataset catalogue ---------------------------------------------------------------
+
+    def put_catalogue(self, org: str, body: dict[str, Any]) -> None:
+        with self._conn() as conn:
+            conn.execute("INSERT OR REPLACE INTO catalogue VALUES (?, ?, ?)",
+                         (org, orjson.dumps(body).decode(), time.time()))
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        with self._conn(write=False) as conn:
+            rows = conn.execute("SELECT org, body, updated FROM catalogue ORDER BY org")
+            return [{"org": r[0], **orjson.loads(r[1]), "updated": r[2]} for r in rows]
+
+    def purge_results(self, agreement_id: str, older_than: float) -> int:
+        """Delete released results of the agreement's tasks created before ``older_than``
+        (the agreement's retention duty); the task and each site's status stay."""
+        with self._conn() as conn:
+            cursor = conn.execute(
+                "UPDATE targets SET result = NULL, signature = NULL, reason = "
+                "'result deleted at the end of the agreement''s retention period' "
+                "WHERE result IS NOT NULL AND task IN "
+                "(SELECT id FROM tasks WHERE agreement = ? AND created < ?)",
+                (agreement_id, older_than))
+            return cursor.rowcount
 
     # -- tasks ---------------------------------------------------------------------------
 

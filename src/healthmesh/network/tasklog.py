@@ -1,8 +1,9 @@
 """The node's durable record of federated tasks and its answers; the release-review queue.
 
 ``DIR/network/tasks.sqlite``: one row per task id (a task is answered once), with the
-answer (``ok``, ``refused``, ``error`` or ``review``), whether it was sent to the hub, and
-the task itself. Kept apart from the task runner so the steward's commands
+answer (``ok``, ``refused``, ``error`` or ``review``) and the node's signature over it,
+whether it was sent to the hub, and the task as the requester signed it (the JWS: proof
+of who asked what). Kept apart from the task runner so the steward's commands
 (``healthmesh release ...``) start without loading the analytics stack.
 """
 
@@ -25,7 +26,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, received REAL, requester TEXT, agreement TEXT, algorithm TEXT,
     purpose TEXT, status TEXT, reason TEXT, result TEXT, signature TEXT, sent INTEGER DEFAULT 0,
-    task TEXT
+    task TEXT, token TEXT
 );
 """
 
@@ -62,16 +63,19 @@ class TaskLog:
             return None
         return Answer(row[0], row[1], orjson.loads(row[2]) if row[2] else None, row[3])
 
-    def put(self, task_id: str, task: dict[str, Any] | None, answer: Answer) -> None:
+    def put(self, task_id: str, task: dict[str, Any] | None, answer: Answer,
+            token: str | None = None) -> None:
+        """Record a task and its answer, with the task exactly as signed (``token``): the
+        evidence of who asked what (non-repudiation)."""
         task = task or {}
         self.conn.execute(
             "INSERT OR REPLACE INTO tasks (id, received, requester, agreement, algorithm, "
-            "purpose, status, reason, result, signature, sent, task) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            "purpose, status, reason, result, signature, sent, task, token) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
             (task_id, time.time(), task.get("requester"), task.get("agreement"),
              task.get("algorithm"), task.get("purpose"), answer.status, answer.reason,
              orjson.dumps(answer.result).decode() if answer.result is not None else None,
-             answer.signature, orjson.dumps(task).decode()))
+             answer.signature, orjson.dumps(task).decode(), token[:65536] if token else None))
 
     def unsent(self) -> Iterator[tuple[str, Answer]]:
         rows = self.conn.execute("SELECT id FROM tasks WHERE sent = 0 AND status != 'review'")

@@ -112,7 +112,7 @@ class TaskRunner:
         except Exception:
             log.exception("task %s failed", task_id)
             answer = Answer("error", "the node failed to compute this task (see its log)")
-        self.log.put(task_id, task, answer)
+        self.log.put(task_id, task, answer, token)
         return answer
 
     def _signed(self, token: str, directory: MemberDirectory) -> dict[str, Any]:
