@@ -67,3 +67,19 @@ def test_view_errors(tmp_path: Path) -> None:
     assert invalid.returncode == 4 and "frobnicate" in invalid.stderr
     for result in (no_purpose, invalid):
         assert "Traceback" not in result.stderr
+
+
+def test_view_as_parquet_reads_back_with_duckdb(tmp_path: Path) -> None:
+    import duckdb
+
+    view = write(tmp_path / "view.json", VIEW)
+    data = tmp_path / "obs.ndjson"
+    data.write_bytes(b"".join(orjson.dumps(obs(f"o{i}", f"p{i}")) + b"\n" for i in range(5)))
+    out = tmp_path / "rows.parquet"
+    result = run_cli("views", "run", str(view), str(data), "--format", "parquet",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = duckdb.sql(f"SELECT id, patient, code FROM '{out}' ORDER BY id").fetchall()
+    assert rows == [(f"o{i}", f"p{i}", "8867-4") for i in range(5)]
+    no_out = run_cli("views", "run", str(view), str(data), "--format", "parquet")
+    assert no_out.returncode == 2 and "--out" in no_out.stderr

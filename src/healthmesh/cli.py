@@ -196,7 +196,8 @@ def patient_token(
 def views_run(
     view_file: Annotated[Path, typer.Argument(help="ViewDefinition JSON file.")],
     sources: Annotated[list[Path], typer.Argument(help="NDJSON files/folders, or a node folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="csv or json (JSON lines).")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="csv, json (JSON lines) or parquet "
+                                                      "(needs --out).")] = "csv",
     out_file: Annotated[Path | None, typer.Option("--out", help="Output file (default stdout).")]
     = None,
     requester: Annotated[str, typer.Option(help="Who asks (node folders).")] = "system",
@@ -205,43 +206,52 @@ def views_run(
     """Flatten resources into rows with a ViewDefinition (from files, or a node's store
     through its consent gate)."""
     from healthmesh.views import ViewError, compile_view
-    from healthmesh.views.run import FORMATS, file_resources, write_rows
+    from healthmesh.views.run import FORMATS, file_resources
 
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", ExitCode.USAGE)
+    if fmt == "parquet" and out_file is None:
+        _fail("--format parquet needs --out FILE", ExitCode.USAGE)
     try:
         view = compile_view(orjson.loads(view_file.read_bytes()))
     except (OSError, orjson.JSONDecodeError) as exc:
         _fail(f"{view_file}: cannot read the ViewDefinition: {exc}", ExitCode.INPUT)
     except ViewError as exc:
         _fail(f"{view_file}: {exc}", ExitCode.INPUT)
-    handle = out_file.open("w", newline="") if out_file else sys.stdout
+    handle = out_file.open("w", newline="") if out_file and fmt != "parquet" else sys.stdout
     try:
         if len(sources) == 1 and (sources[0] / "node.toml").exists():
-            count = _view_over_node(view, sources[0], requester, purpose, handle, fmt)
+            count = _view_over_node(view, sources[0], requester, purpose, handle, fmt, out_file)
         else:
-            count = write_rows(view, file_resources(sources), handle, fmt)
+            count = _write_view(view, file_resources(sources), handle, fmt, out_file)
     except (InputError, ViewError) as exc:
         _fail(str(exc), ExitCode.INPUT)
     except FhirError as exc:  # e.g. no --purpose for a node's data
         _fail(f"{exc} (give --requester and --purpose)", ExitCode.USAGE)
     finally:
-        if out_file:
+        if out_file and fmt != "parquet":
             handle.close()
     console.print(f"{count} rows", highlight=False)
 
 
+def _write_view(view: Any, resources: Any, handle: Any, fmt: str, out_file: Path | None) -> int:
+    from healthmesh.views.run import write_parquet, write_rows
+
+    if fmt == "parquet" and out_file is not None:
+        return write_parquet(view, resources, out_file)
+    return write_rows(view, resources, handle, fmt)
+
+
 def _view_over_node(view: Any, folder: Path, requester: str, purpose: str | None,
-                    handle: Any, fmt: str) -> int:
+                    handle: Any, fmt: str, out_file: Path | None) -> int:
     from healthmesh.gate.requester import Requester
     from healthmesh.node import open_node
-    from healthmesh.views.run import write_rows
 
     with open_node(folder) as node:
         repo = node.gate.for_request(Requester(requester, purpose))
         query = repo.parse(view.resource, [], strict=True)
         resources = (s.resource() for s in repo.stream(query, action="view"))
-        return write_rows(view, resources, handle, fmt)
+        return _write_view(view, resources, handle, fmt, out_file)
 
 
 @views_app.command("refresh")
