@@ -459,6 +459,7 @@ def _start_agent(node: Any) -> Any:
     from healthmesh.network.agent import NodeAgent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per long-poll
     try:
         agent = NodeAgent(node)
     except HealthmeshError as exc:
@@ -568,6 +569,7 @@ def _demo_guide(state: dict[str, Any], folder: Path) -> None:
     out.print("Press Ctrl-C to stop the network.")
 
 
+import healthmesh.cli_membership  # noqa: E402,F401
 import healthmesh.cli_network  # noqa: E402,F401  (registers the network commands)
 
 

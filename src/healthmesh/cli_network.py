@@ -20,7 +20,8 @@ from healthmesh.errors import ConfigError, HealthmeshError
 hub_app = typer.Typer(help="The network hub: registry, agreements, task broker.",
                       no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
-network_app = typer.Typer(help="Run a whole network on this machine (loopback).",
+network_app = typer.Typer(help="Local networks (up/down/status) and the network authority "
+                               "(init/issue/revoke/crl/credentials).",
                           no_args_is_help=True)
 app.add_typer(network_app, name="network")
 query_app = typer.Typer(help="Ask the whole network a question (aggregates only).",

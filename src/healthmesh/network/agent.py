@@ -96,7 +96,11 @@ class NodeAgent:
             except HubUnavailable as exc:
                 if self._stop.is_set():
                     return
-                log.warning("hub unavailable (%s); retrying in %.0f s", exc, backoff)
+                if exc.status in (401, 403):  # not an outage: the hub refuses this node
+                    log.error("the hub refuses this node (%s); is its membership revoked or "
+                              "expired? retrying in %.0f s", exc, backoff)
+                else:
+                    log.warning("hub unavailable (%s); retrying in %.0f s", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(30.0, backoff * 2)
             except Exception:  # a bug must not kill the agent: log it and go on

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
-_ORG = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
+_ORG = re.compile(r"^Organization/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as in certificates
 _PURPOSE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 _MAX_BYTES = 64 * 1024
