@@ -231,3 +231,26 @@ def test_a_bundle_cannot_reveal_a_hidden_match_through_if_none_exist(node: Node)
     entry = run_asgi(node, call)["entry"][0]
     assert entry["response"]["status"].startswith("404")  # as for a read of it
     assert "location" not in entry["response"]  # the hidden record is not named
+
+
+def test_aggregate_population_follows_consents_and_data(node: Node) -> None:
+    def population(types: list[str]) -> Any:
+        return node.gate.for_request(RESEARCHER).population(types)
+
+    first = population(["Condition"])
+    assert sorted(first.allowed) == ["p1", "p2"]  # research: opted-in patients only
+    assert first.denied == ["Condition/dep-p2"]  # p2's mental-health record is withheld
+    assert population(["Observation"]).denied == []  # only the types the aggregate reads
+    assert population(["Condition"]) is first  # decided once while nothing changes
+
+    # a new sensitive record of a partially consenting patient is withheld at once
+    new = condition("dep2-p2", "p2", "35489007", "Depression")
+    node.fhir.validate(new)
+    node.store.put_many([new])
+    assert sorted(population(["Condition"]).denied) == ["Condition/dep-p2", "Condition/dep2-p2"]
+
+    # a revoked opt-in removes the patient from the next aggregate
+    revoked = consent("c1", "p1", "HRESCH", status="inactive")
+    node.fhir.validate(revoked)
+    node.store.put_many([revoked])
+    assert population(["Condition"]).allowed == ["p2"]

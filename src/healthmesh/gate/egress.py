@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +48,7 @@ def _guarded(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 MAX_AUDITED_IDS = 2000
+POPULATIONS_KEPT = 16
 _PROBE = AccessRequest(patient_id="-", purpose=None, at=0)
 _DATA_FIELDS = ("resource_type", "security_labels", "data_time", "codes", "resource_ref",
                 "references", "sources")
@@ -72,6 +73,8 @@ class EgressGate:
         self.scopes = scopes
         self.audit = audit
         self.denied_status = denied_status
+        # aggregates' populations by (scope, consent epoch, types, last change of the types)
+        self.populations: dict[tuple[Any, ...], Population] = {}
 
     def for_request(self, requester: Requester) -> GuardedRepository:
         return GuardedRepository(self, requester)
@@ -268,11 +271,31 @@ class GuardedRepository:
     # -- aggregates (federated tasks) ----------------------------------------------------
 
     @_guarded
-    def population(self) -> Population:
+    def population(self, types: Iterable[str]) -> Population:
         """Who may be counted in an aggregate for this requester and purpose: the patients
         whose consent allows it, and — for patients whose consent depends on the data
-        (a sensitive category, a data period) — the records that must be left out."""
+        (a sensitive category, a data period) — which of their records of ``types`` (the
+        resource types the aggregate reads) must be left out.
+
+        Deciding per record is the slow part (a consent decision per resource), so the
+        answer is kept until a Consent is written (the consent epoch moves) or a resource
+        of ``types`` changes (the store's last change of those types moves)."""
         self._require_purpose("aggregate")
+        wanted = frozenset(types) | {"Patient"}
+        scope, epoch, store = self.requester.scope_key(), self.scopes.epoch(), self.fhir.store
+        for (c_scope, c_epoch, c_types, c_change), found in list(self.gate.populations.items()):
+            # an answer for more types serves too: extra withheld records are never read
+            if (c_scope, c_epoch) == (scope, epoch) and wanted <= c_types and (
+                    store.last_change(c_types) == c_change):
+                return found
+        change = store.last_change(wanted)  # before computing: a later write makes it stale
+        found = self._population(wanted)
+        if len(self.gate.populations) >= POPULATIONS_KEPT:
+            self.gate.populations.pop(next(iter(self.gate.populations)))
+        self.gate.populations[(scope, epoch, wanted, change)] = found
+        return found
+
+    def _population(self, types: frozenset[str]) -> Population:
         restriction = self.scopes.restriction(self.requester)
         sql = "SELECT r.id FROM resources r WHERE r.type = 'Patient' AND r.content IS NOT NULL"
         args: list[object] = []
@@ -281,7 +304,7 @@ class GuardedRepository:
         allowed = [row[0] for row in self.fhir.store.reader().execute(sql, args)]
         denied: list[str] = []
         for patient in sorted(self.scopes.partial_among(self.requester, allowed)):
-            denied += [f"{s.type}/{s.id}" for s in self.fhir.store.compartment(patient)
+            denied += [f"{s.type}/{s.id}" for s in self.fhir.store.compartment(patient, types)
                        if not self._allowed(s)]
         return Population(allowed, denied)
 

@@ -78,6 +78,17 @@ class NodeAgent:
 
     def start(self) -> None:
         self._thread.start()
+        threading.Thread(target=self._warm, name="healthmesh-agent-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        started = time.monotonic()
+        try:
+            self.runner.warm()
+        except Exception:  # warming is an optimisation: a failure must not stop the agent
+            log.exception("warm-up failed")
+            return
+        log.info("ready: analytic tables and consented populations prepared in %.1f s",
+                 time.monotonic() - started)
 
     def stop(self) -> None:
         self._stop.set()

@@ -22,6 +22,7 @@ Every answer (ok, refused, error, review) is kept in ``DIR/network/tasks.sqlite`
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -78,6 +79,7 @@ class TaskRunner:
         self.limiter = QueryLimiter(folder / "privacy-ledger.sqlite")
         self.tables = AnalyticTables(node.folder, node.store)
         self.agreements = folder / "agreements"
+        self.lock = threading.Lock()  # one task (or warm-up) at a time uses the tables
 
     def close(self) -> None:
         self.log.close()
@@ -92,8 +94,30 @@ class TaskRunner:
 
     # -- one task ------------------------------------------------------------------------
 
+    def warm(self) -> None:
+        """Prepare what the first task would otherwise wait for: bring the analytic tables
+        up to date, and decide the consented population of every (requester, purpose) of
+        the agreements this node signed (per-record consent decisions are the slow part)."""
+        with self.lock:
+            self.tables.refresh()
+        for path in sorted(self.agreements.glob("*.json")):
+            try:
+                agreement = load_agreement(path)
+            except AgreementError as exc:
+                log.warning("warm-up skips %s: %s", path.name, exc)
+                continue
+            types = self._resource_types(set(agreement.tables) | {"patient"})
+            for purpose in agreement.purposes:
+                with self.lock:
+                    repo = self.node.gate.for_request(Requester(agreement.requester, purpose))
+                    repo.population(types)
+
     def run(self, task_id: str, token: str) -> Answer:
         """Check, run and answer one task (never raises for a bad task)."""
+        with self.lock:
+            return self._run(task_id, token)
+
+    def _run(self, task_id: str, token: str) -> Answer:
         done = self.log.get(task_id)
         if done is not None:
             return done
@@ -158,7 +182,7 @@ class TaskRunner:
         self.limiter.check_and_record(agreement.id, task["requester"], fingerprint,
                                       max_runs=rules.max_repeats, window_days=rules.window_days)
         repo = self.node.gate.for_request(Requester(task["requester"], task["purpose"]))
-        population = repo.population()
+        population = repo.population(self._resource_types(algorithm.tables_used(params)))
         local = self._run_local(algorithm, params, population)
         released = algorithm.disclose(local, rules)
         if released.epsilon_spent:  # charged before anything leaves; refuses once spent
@@ -175,6 +199,12 @@ class TaskRunner:
         return Answer("review" if review else "ok",
                       "held for the data steward's release review" if review else None,
                       result, signature)
+
+    def _resource_types(self, tables: set[str]) -> set[str]:
+        """The FHIR resource types that feed ``tables`` (their views' resources)."""
+        defined, _ = self.tables.definitions()
+        return {view.resource for name in tables if name in defined
+                for view in defined[name].views}
 
     def _run_local(self, algorithm: Any, params: dict[str, Any], population: Any) -> Any:
         from healthmesh.cohorts import load_consent_scope

@@ -128,6 +128,10 @@ class Store(Protocol):
 
     def stream(self, query: Any) -> Iterator[StoredResource]: ...
 
+    def last_change(self, types: Iterable[str]) -> int:
+        """When a resource of one of ``types`` last changed (epoch µs; 0: never)."""
+        ...
+
     def compartment(self, patient_id: str, types: Iterable[str] | None = None) -> Iterator[
         StoredResource
     ]:

@@ -262,6 +262,13 @@ class SQLiteStore:
         )
         return dict(rows.fetchall())
 
+    def last_change(self, types: Iterable[str]) -> int:
+        """When a resource of one of ``types`` last changed (µs; 0: never). One index
+        probe per type on ``resources (type, updated)``."""
+        reader = self.reader()
+        return max((reader.execute("SELECT max(updated) FROM resources WHERE type = ?",
+                                   (t,)).fetchone()[0] or 0 for t in types), default=0)
+
     def compartment(
         self, patient_id: str, types: Iterable[str] | None = None
     ) -> Iterator[StoredResource]:
