@@ -191,11 +191,12 @@ class TaskRunner:
         result = {"algorithm": algorithm.name, "version": algorithm.version,
                   "columns": list(local.columns), "rows": released.rows,
                   "epsilon_spent": released.epsilon_spent, "notes": released.notes}
+        review = "manual" in (agreement.release_review, self.node.settings.release_review)
         repo.release("federated-release", population=population, detail={
             "task": task["id"], "agreement": agreement.id, "algorithm": algorithm.name,
-            "rows": len(released.rows), "epsilon": released.epsilon_spent})
+            "rows": len(released.rows), "epsilon": released.epsilon_spent,
+            "held_for_review": review})
         signature = self.identity.sign({"task": task["id"], "digest": result_digest(result)})
-        review = "manual" in (agreement.release_review, self.node.settings.release_review)
         return Answer("review" if review else "ok",
                       "held for the data steward's release review" if review else None,
                       result, signature)
