@@ -254,3 +254,20 @@ def test_aggregate_population_follows_consents_and_data(node: Node) -> None:
     node.fhir.validate(revoked)
     node.store.put_many([revoked])
     assert population(["Condition"]).allowed == ["p2"]
+
+
+def test_aggregate_population_follows_the_clock_of_timed_consents(node: Node) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    ends = datetime.now(UTC) + timedelta(seconds=2)
+    timed = consent("c1", "p1", "HRESCH")
+    timed["provision"]["period"] = {"start": "2020-01-01",
+                                    "end": ends.isoformat(timespec="seconds")}
+    node.fhir.validate(timed)
+    node.store.put_many([timed])
+    repo = node.gate.for_request(RESEARCHER)
+    assert sorted(repo.population(["Condition"]).allowed) == ["p1", "p2"]
+    time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 1.1)
+    # no write happened: the period's end alone must take p1 out of the next aggregate
+    assert node.gate.for_request(RESEARCHER).population(["Condition"]).allowed == ["p2"]

@@ -572,7 +572,7 @@ def test_every_release_is_audited_with_the_task(world: World, shared: Station) -
     assert (record.action, record.decision, record.actor, record.purpose) == (
         "federated-release", "permit", ANALYST, "HRESCH")
     assert record.detail == {"task": task_id, "agreement": "research", "algorithm": "count",
-                             "rows": 1, "epsilon": 0.0,
+                             "rows": 1, "epsilon": 0.0, "held_for_review": False,
                              "patients_in_scope": len(research_consented(world.data)),
                              "records_withheld": record.detail["records_withheld"]}
     assert shared.node.audit.verify().ok

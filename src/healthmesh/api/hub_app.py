@@ -38,13 +38,20 @@ class _Waiters:
     def __init__(self) -> None:
         self.events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
-    def wake(self, key: str) -> None:
-        self.events[key].set()
-        self.events.pop(key, None)
+    def event(self, key: str) -> asyncio.Event:
+        """Take the event *before* checking the condition, then wait on that same event:
+        a wake-up between the check and the wait is not lost."""
+        return self.events[key]
 
-    async def wait(self, key: str, seconds: float) -> None:
+    def wake(self, key: str) -> None:
+        event = self.events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    @staticmethod
+    async def wait(event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.events[key].wait(), seconds)
+            await asyncio.wait_for(event.wait(), seconds)
 
 
 def create_hub_app(hub: Hub) -> FastAPI:
@@ -128,13 +135,13 @@ def create_hub_app(hub: Hub) -> FastAPI:
         org, _ = await sender(request)
         until = time.monotonic() + wait_seconds(request)
         while True:
+            event = waiters.event(f"task:{task_id}")
             status = hub.status(org, task_id)
             remaining = until - time.monotonic()
             if status["done"] or remaining <= 0 or await request.is_disconnected():
                 return _json(status)
             deadline_in = status["task"]["deadline"] - time.time()
-            await waiters.wait(f"task:{task_id}", max(0.01, min(remaining, STEP * 4,
-                                                                deadline_in + 0.05)))
+            await waiters.wait(event, max(0.01, min(remaining, STEP * 4, deadline_in + 0.05)))
 
     @app.get("/agent/tasks")
     async def agent_tasks(request: Request) -> Response:
@@ -143,10 +150,11 @@ def create_hub_app(hub: Hub) -> FastAPI:
         polling[org] += 1
         try:
             while True:
+                event = waiters.event(f"site:{org}")
                 tasks = hub.take(org)
                 if tasks or time.monotonic() >= until or await request.is_disconnected():
                     return _json({"tasks": tasks})
-                await waiters.wait(f"site:{org}", STEP)
+                await waiters.wait(event, STEP)
         finally:
             polling[org] -= 1
             hub.state.seen(org)

@@ -27,6 +27,7 @@ from healthmesh.fhir.service import FhirService
 from healthmesh.gate.requester import Forbidden, Requester
 from healthmesh.gate.scopes import ALL, NONE, PARTIAL, AccessScopes
 from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
+from healthmesh.store.sqlite import now_us
 
 __all__ = ["GATE_ACTIVE", "EgressGate", "GuardedRepository", "Population"]
 
@@ -49,6 +50,7 @@ def _guarded(method: _F) -> _F:
 
 MAX_AUDITED_IDS = 2000
 POPULATIONS_KEPT = 16
+NEVER = 2**63 - 1
 _PROBE = AccessRequest(patient_id="-", purpose=None, at=0)
 _DATA_FIELDS = ("resource_type", "security_labels", "data_time", "codes", "resource_ref",
                 "references", "sources")
@@ -56,10 +58,13 @@ _DATA_FIELDS = ("resource_type", "security_labels", "data_time", "codes", "resou
 
 @dataclass(frozen=True)
 class Population:
-    """Patient ids an aggregate may count, and ``Type/id`` keys of records it must skip."""
+    """Patient ids an aggregate may count, and ``Type/id`` keys of records it must skip;
+    ``valid_until`` (epoch µs): when a consent period starts or ends and the answer must be
+    decided again."""
 
     allowed: list[str]
     denied: list[str]
+    valid_until: int = 2**63 - 1
 
 
 class EgressGate:
@@ -283,19 +288,20 @@ class GuardedRepository:
         self._require_purpose("aggregate")
         wanted = frozenset(types) | {"Patient"}
         scope, epoch, store = self.requester.scope_key(), self.scopes.epoch(), self.fhir.store
+        now = now_us()
         for (c_scope, c_epoch, c_types, c_change), found in list(self.gate.populations.items()):
             # an answer for more types serves too: extra withheld records are never read
             if (c_scope, c_epoch) == (scope, epoch) and wanted <= c_types and (
-                    store.last_change(c_types) == c_change):
+                    now < found.valid_until and store.last_change(c_types) == c_change):
                 return found
         change = store.last_change(wanted)  # before computing: a later write makes it stale
-        found = self._population(wanted)
+        found = self._population(wanted, now)
         if len(self.gate.populations) >= POPULATIONS_KEPT:
             self.gate.populations.pop(next(iter(self.gate.populations)))
         self.gate.populations[(scope, epoch, wanted, change)] = found
         return found
 
-    def _population(self, types: frozenset[str]) -> Population:
+    def _population(self, types: frozenset[str], now: int) -> Population:
         restriction = self.scopes.restriction(self.requester)
         sql = "SELECT r.id FROM resources r WHERE r.type = 'Patient' AND r.content IS NOT NULL"
         args: list[object] = []
@@ -303,10 +309,21 @@ class GuardedRepository:
             sql, args = f"{sql} AND {restriction[0]}", list(restriction[1])
         allowed = [row[0] for row in self.fhir.store.reader().execute(sql, args)]
         denied: list[str] = []
+        dropped: set[str] = set()
+        valid_until = NEVER
         for patient in sorted(self.scopes.partial_among(self.requester, allowed)):
+            record = self.fhir.store.read("Patient", patient)
+            if record is not None and not self._allowed(record):
+                dropped.add(patient)  # e.g. a consent whose period has ended
+                continue
             denied += [f"{s.type}/{s.id}" for s in self.fhir.store.compartment(patient, types)
                        if not self._allowed(s)]
-        return Population(allowed, denied)
+            # decisions that the passing of time will change: valid until the next edge
+            for consent in self._consents_of(patient):
+                edges = [consent.period, *(p.period for p in consent.provision.walk())]
+                valid_until = min([valid_until, *(e for period in edges if period is not None
+                                                  for e in period.edges() if e > now)])
+        return Population([p for p in allowed if p not in dropped], denied, valid_until)
 
     @_guarded
     def release(self, action: str, *, population: Population, detail: dict[str, Any]) -> None:

@@ -84,11 +84,15 @@ class NodeAgent:
         started = time.monotonic()
         try:
             self.runner.warm()
+            log.info("ready: analytic tables and consented populations prepared in %.1f s",
+                     time.monotonic() - started)
         except Exception:  # warming is an optimisation: a failure must not stop the agent
             log.exception("warm-up failed")
-            return
-        log.info("ready: analytic tables and consented populations prepared in %.1f s",
-                 time.monotonic() - started)
+        try:
+            self._describe()
+        except HubUnavailable as exc:
+            log.warning("catalogue entry not sent (%s); the agent retries hourly", exc)
+            self._described = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -122,7 +126,8 @@ class NodeAgent:
     def poll_once(self) -> None:
         """Send held answers, then wait for tasks and answer each."""
         self._refresh_crl()
-        self._describe()
+        if self._described:  # the first description follows the warm-up
+            self._describe()
         for task_id, answer in self.runner.unsent():
             self._post(task_id, answer)
         data = self.client.request("GET", f"/agent/tasks?wait={self.poll:g}",

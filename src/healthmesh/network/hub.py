@@ -194,6 +194,7 @@ class Hub:
         """Sites that will not answer: silent for CONTACT_GRACE seconds since the task
         was sent (``unreachable``), or past the deadline (``timeout``)."""
         now, outcomes = time.time(), {}
+        busy = self.state.busy_sites()
         for target in targets:
             if target["status"] in FINAL:
                 continue
@@ -205,8 +206,8 @@ class Hub:
                     ("timeout", "no answer before the agreement's deadline")
                     if heard >= created else
                     ("unreachable", "the node has not contacted the hub since the task was sent"))
-            elif (target["status"] == "pending" and now - created > CONTACT_GRACE
-                  and now - heard > CONTACT_GRACE):  # a node working on it has fetched it
+            elif (target["status"] == "pending" and target["site"] not in busy
+                  and now - created > CONTACT_GRACE and now - heard > CONTACT_GRACE):
                 outcomes[target["site"]] = (
                     "unreachable", f"the node has not contacted the hub for "
                     f"{now - heard:.0f} s" if heard else "the node has never connected")

@@ -179,6 +179,12 @@ class HubState:
                  "result": orjson.loads(r[3]) if r[3] else None, "signature": r[4],
                  "updated": r[5]} for r in rows]
 
+    def busy_sites(self) -> set[str]:
+        """Sites working on a task they fetched (they do not poll while they compute)."""
+        with self._conn(write=False) as conn:
+            rows = conn.execute("SELECT DISTINCT site FROM targets WHERE status = 'delivered'")
+            return {r[0] for r in rows}
+
     def take_pending(self, site: str) -> list[dict[str, Any]]:
         """The site's pending tasks (marked delivered in the same transaction)."""
         query = ("SELECT t.id, t.token, t.deadline FROM targets g JOIN tasks t ON t.id = g.task "

@@ -51,7 +51,7 @@ ALL_TABLES = ["patient", "condition", "observation", "medication", "procedure", 
               "immunization", "claim", "questionnaire_answer"]
 ALL_STRATA = ["sex", "age_band", "year", "month", "site", "state", "city", "postal_code",
               "country"]
-START_TIMEOUT = 120.0
+START_TIMEOUT = 600.0  # large nodes prepare their analytic tables before they are ready
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,9 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _wait_connected(layout: NetworkLayout, sites: list[str]) -> None:
-    """Until every node agent has polled the hub (so the first question reaches all)."""
+    """Until every node agent polls the hub and is ready (it describes itself in the
+    catalogue once its analytic tables and consented populations are prepared), so the
+    first question reaches all and is answered within the agreements' deadlines."""
     from healthmesh.network.client import HubClient
 
     client = HubClient(Identity.load(layout.analyst / "credentials.json"))
@@ -332,7 +334,8 @@ def _wait_connected(layout: NetworkLayout, sites: list[str]) -> None:
         wanted = {f"Organization/{s}" for s in sites}
         while time.monotonic() < until:
             members = client.request("GET", "/members")["members"]
-            if wanted <= {m["org"] for m in members if m.get("connected")}:
+            ready = {d["org"] for d in client.request("GET", "/catalogue")["datasets"]}
+            if wanted <= {m["org"] for m in members if m.get("connected")} & ready:
                 return
             time.sleep(0.2)
         raise HealthmeshError("node agents did not connect to the hub in time "
