@@ -766,3 +766,20 @@ def test_compiled_count_equals_python_count(patients: Any, conditions: Any, obse
     got = {r[0] for r in compile_cohort(definition, index_date=index).run(con)}
     expected = py_members(world, definition, index)
     assert got == expected, json.dumps(definition)
+
+
+def test_everyone_scope_is_the_same_as_listing_every_patient() -> None:
+    con = duckdb.connect()
+    try:
+        create_analytic_tables(con)
+        build_world(con)
+        every = [r[0] for r in con.execute("SELECT patient_id FROM patient").fetchall()]
+        htn = cohort({"condition": {"valueset": "hypertension"}})
+        load_consent_scope(con, every, DENIED)
+        listed = members(con, htn)
+        load_consent_scope(con, [], DENIED, everyone=True)
+        assert members(con, htn) == listed and listed
+        load_consent_scope(con, every[:1], DENIED)  # and back to an explicit list
+        assert members(con, htn) <= set(every[:1])
+    finally:
+        con.close()

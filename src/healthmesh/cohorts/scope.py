@@ -26,10 +26,23 @@ _views = count()
 
 def load_consent_scope(con: Any, allowed_patient_ids: Iterable[str],
                        denied_resource_ids: Iterable[str] = (), *,
-                       allowed: str = "allowed_patient", denied: str = "denied_resource") -> None:
+                       allowed: str = "allowed_patient", denied: str = "denied_resource",
+                       everyone: bool = False) -> None:
     """(Re)create the temp tables ``allowed(patient_id)`` and ``denied(resource_id)``.
 
-    Ids are deduplicated; None is skipped. Both tables have a primary key."""
+    Ids are deduplicated; None is skipped. Both tables have a primary key. With
+    ``everyone`` (the consent scope is every patient of the node, e.g. public health
+    permitted by law) ``allowed`` is a view of the ``patient`` table instead: loading
+    every id would be the largest cost of a task."""
+    is_view = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? "
+                          "AND temporary", [allowed]).fetchone()[0]
+    if everyone:
+        con.execute(f"DROP TABLE IF EXISTS {quote(allowed)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(allowed)} AS "
+                    "SELECT DISTINCT patient_id FROM patient")
+        return _load(con, quote(denied), "resource_id", denied_resource_ids)
+    if is_view:
+        con.execute(f"DROP VIEW {quote(allowed)}")
     _load(con, quote(allowed), "patient_id", allowed_patient_ids)
     _load(con, quote(denied), "resource_id", denied_resource_ids)
 

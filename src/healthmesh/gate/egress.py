@@ -65,6 +65,7 @@ class Population:
     allowed: list[str]
     denied: list[str]
     valid_until: int = 2**63 - 1
+    everyone: bool = False  # every patient of the node, no record withheld
 
 
 class EgressGate:
@@ -323,7 +324,8 @@ class GuardedRepository:
                 edges = [consent.period, *(p.period for p in consent.provision.walk())]
                 valid_until = min([valid_until, *(e for period in edges if period is not None
                                                   for e in period.edges() if e > now)])
-        return Population([p for p in allowed if p not in dropped], denied, valid_until)
+        return Population([p for p in allowed if p not in dropped], denied, valid_until,
+                          everyone=restriction is None and not denied and not dropped)
 
     @_guarded
     def release(self, action: str, *, population: Population, detail: dict[str, Any]) -> None:

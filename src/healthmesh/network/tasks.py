@@ -213,7 +213,8 @@ class TaskRunner:
         self.tables.refresh()
         con = self.tables.connect(read_only=True)
         try:
-            load_consent_scope(con, population.allowed, population.denied)
+            load_consent_scope(con, population.allowed, population.denied,
+                               everyone=population.everyone)
             return algorithm.run_local(con, params, site=self.identity.org)
         finally:
             con.close()

@@ -339,10 +339,29 @@ class AnalyticTables:
         self.folder = Path(folder)
         self.path = self.folder / DB_FILE
         self.store = store
+        self._definitions: tuple[Any, tuple[dict[str, AnalyticTable], list[str]]] | None = None
+        self._current: tuple[Any, int] | None = None  # what the last refresh brought in
+        self._last: RefreshStats | None = None
 
     def definitions(self) -> tuple[dict[str, AnalyticTable], list[str]]:
-        """The tables defined now (shipped and ``folder/views``) and the bad-file warnings."""
-        return load_tables(self.folder / VIEWS_DIR)
+        """The tables defined now (shipped and ``folder/views``) and the bad-file warnings;
+        compiled again only when a file in ``folder/views`` changes."""
+        key = self._views_key()
+        if self._definitions is None or self._definitions[0] != key:
+            self._definitions = (key, load_tables(self.folder / VIEWS_DIR))
+        return self._definitions[1]
+
+    def _views_key(self) -> tuple[tuple[str, int, int], ...]:
+        folder = self.folder / VIEWS_DIR
+        if not folder.is_dir():
+            return ()
+        return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                            for p in folder.glob("*.json")))
+
+    def _state(self, tables: dict[str, AnalyticTable]) -> tuple[Any, int]:
+        """The view files and the store's last change of every type the views read."""
+        types = {view.resource for table in tables.values() for view in table.views}
+        return (self._views_key(), self.store.last_change(sorted(types)))
 
     def tables(self) -> dict[str, list[str]]:
         """Catalogue: each table's column names (as the next refresh builds them)."""
@@ -372,6 +391,11 @@ class AnalyticTables:
         """Bring every table up to date with the store (see the module docstring)."""
         started = time.perf_counter()
         tables, warnings = self.definitions()
+        state = self._state(tables)
+        if not full and self._last is not None and state == self._current and self.path.exists():
+            # nothing was written since this object's last refresh: no DuckDB write lock
+            return RefreshStats(dict(self._last.tables), 0, time.perf_counter() - started,
+                                warnings=list(warnings))
         conn = self._open(read_only=False)
         try:
             conn.begin()
@@ -386,6 +410,7 @@ class AnalyticTables:
         finally:
             conn.close()
         stats.seconds = time.perf_counter() - started
+        self._current, self._last = state, stats
         return stats
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
