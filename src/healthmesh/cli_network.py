@@ -243,10 +243,10 @@ def _print_result(result: dict[str, Any]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
+    out.print(table)
     if any(row.get("incomplete") for row in rows):
         out.print("<suppressed>: a small cell (or its complement) was withheld at a site; "
                   "pooled values marked incomplete leave it out")
-    out.print(table)
     out.print(f"epsilon spent: {result['epsilon_spent']:g}")
 
 
