@@ -155,6 +155,7 @@ class NodeAgent:
             "name": self.node.settings.name, "tables": self.runner.tables.tables(),
             "patients": f"about {round(patients, -2):,}" if patients >= 100 else "under 100",
             "agreements": sorted(p.stem for p in self.runner.agreements.glob("*.json")),
+            "described": time.time(),
         })
         self._described = time.monotonic()
 

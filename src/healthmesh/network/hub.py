@@ -230,7 +230,8 @@ class Hub:
         if not isinstance(body, dict) or not isinstance(body.get("tables"), dict):
             raise HubError("a catalogue entry needs a tables object", 422)
         self.state.put_catalogue(site, {k: body[k] for k in ("name", "tables", "patients",
-                                                             "agreements") if k in body})
+                                                             "agreements", "described")
+                                        if k in body})
 
     # -- node agents ---------------------------------------------------------------------
 

@@ -272,6 +272,7 @@ def _start(layout: NetworkLayout, sites: list[str], ports: list[int], hub_url: s
            say: Say) -> dict[str, Any]:
     logs = layout.root / "logs"
     logs.mkdir(exist_ok=True)
+    started = time.time()
     processes = {"hub": _spawn(["hub", "serve", str(layout.hub), "--port", str(ports[0])],
                                logs / "hub.log")}
     _wait_http(f"{hub_url}/health", processes["hub"], logs / "hub.log")
@@ -285,9 +286,9 @@ def _start(layout: NetworkLayout, sites: list[str], ports: list[int], hub_url: s
                    logs / f"{site}.log")
     state = {"hub": hub_url, "nodes": nodes, "credentials": str(
         (layout.analyst / "credentials.json").resolve()),
-        "pids": {name: p.pid for name, p in processes.items()}, "started": time.time()}
+        "pids": {name: p.pid for name, p in processes.items()}, "started": started}
     layout.state_file.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
-    _wait_connected(layout, sites)
+    _wait_connected(layout, sites, state["started"])
     say(f"network up: hub {hub_url}, {len(sites)} nodes")
     return state
 
@@ -322,7 +323,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise HealthmeshError(f"{url} did not answer within {START_TIMEOUT:.0f} s (see {log})")
 
 
-def _wait_connected(layout: NetworkLayout, sites: list[str]) -> None:
+def _wait_connected(layout: NetworkLayout, sites: list[str], since: float) -> None:
     """Until every node agent polls the hub and is ready (it describes itself in the
     catalogue once its analytic tables and consented populations are prepared), so the
     first question reaches all and is answered within the agreements' deadlines."""
@@ -334,7 +335,8 @@ def _wait_connected(layout: NetworkLayout, sites: list[str]) -> None:
         wanted = {f"Organization/{s}" for s in sites}
         while time.monotonic() < until:
             members = client.request("GET", "/members")["members"]
-            ready = {d["org"] for d in client.request("GET", "/catalogue")["datasets"]}
+            ready = {d["org"] for d in client.request("GET", "/catalogue")["datasets"]
+                     if d.get("described", 0) >= since}  # described by this run's agents
             if wanted <= {m["org"] for m in members if m.get("connected")} & ready:
                 return
             time.sleep(0.2)
