@@ -241,3 +241,19 @@ def test_agreement_terms_cannot_change_and_non_parties_cannot_post(net: Net) -> 
         return [first.status_code, second.status_code, third.status_code]
 
     assert call(net, steps) == [409, 403, 422]
+
+
+def test_oversized_and_malformed_bodies_are_refused(net: Net) -> None:
+    analyst = net.members["analyst"]
+
+    async def steps(client: httpx.AsyncClient) -> list[int]:
+        huge = b"x" * (4 * 1024 * 1024 + 1)
+        too_big = await client.post("/tasks", content=huge,
+                                    headers=analyst.headers("POST", "/tasks", huge))
+        garbage = b"{not json"
+        bad = await client.post("/tasks", content=garbage,
+                                headers=analyst.headers("POST", "/tasks", garbage))
+        shapeless = await signed(client, analyst, "POST", "/tasks", {"token": 5})
+        return [too_big.status_code, bad.status_code, shapeless.status_code]
+
+    assert call(net, steps) == [413, 400, 422]

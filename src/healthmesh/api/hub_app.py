@@ -54,6 +54,20 @@ class _Waiters:
             await asyncio.wait_for(event.wait(), seconds)
 
 
+async def _capped_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it grows past MAX_BODY."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise HubError(f"request body over {MAX_BODY} bytes", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HubError(f"request body over {MAX_BODY} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_hub_app(hub: Hub) -> FastAPI:
     """The FastAPI application serving ``hub``."""
     app = FastAPIOffline(title="healthmesh hub", version=__version__,
@@ -62,9 +76,7 @@ def create_hub_app(hub: Hub) -> FastAPI:
     polling: dict[str, int] = defaultdict(int)
 
     async def sender(request: Request) -> tuple[str, bytes]:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise HubError(f"request body over {MAX_BODY} bytes", 413)
+        body = await _capped_body(request)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return hub.authenticate(request.headers, request.method, path, body), body
 
