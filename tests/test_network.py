@@ -11,6 +11,7 @@ killed node yields a partial answer with that site marked.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections import Counter
@@ -22,6 +23,8 @@ import httpx
 import orjson
 import pytest
 
+from healthmesh.errors import HealthmeshError
+from healthmesh.network import local
 from healthmesh.network.client import Network, connect
 from healthmesh.network.local import network_down, network_up
 
@@ -188,3 +191,30 @@ def test_a_killed_node_yields_a_partial_answer_with_that_site_marked(
     assert sorted(result["pooled"]["sites_covered"]) == ["Organization/clinic",
                                                          "Organization/hospital"]
     assert time.monotonic() - started < 40  # nothing hangs past the agreement's deadline
+
+
+def test_a_failed_network_up_leaves_no_process_running(
+        network: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(network["root"] / "data", root / "data")
+    real = local._setup_node
+
+    def broken(layout: Any, authority: Any, site: str, *args: Any) -> None:
+        real(layout, authority, site, *args)  # then the node's settings break: it cannot start
+        (layout.node(site) / "node.toml").write_text("[node]\nno_such_setting = 1\n")
+
+    monkeypatch.setattr(local, "_setup_node", broken)
+    with pytest.raises(HealthmeshError):
+        network_up(root, sites=["lab"], patients=800, seed=11, port=0, data=root / "data",
+                   say=lambda _: None)
+    assert not (root / "network.json").exists()
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and str(root) in _cmdline(p)]
+    assert leftovers == []  # the hub it had started was stopped
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

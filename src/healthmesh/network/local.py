@@ -270,25 +270,42 @@ def _register(layout: NetworkLayout, state: HubState, sites: list[str]) -> None:
 
 def _start(layout: NetworkLayout, sites: list[str], ports: list[int], hub_url: str,
            say: Say) -> dict[str, Any]:
+    """Start the hub and the nodes and wait until all are ready; if anything fails, stop
+    what was started (no process outlives a failed 'network up')."""
     logs = layout.root / "logs"
     logs.mkdir(exist_ok=True)
     started = time.time()
-    processes = {"hub": _spawn(["hub", "serve", str(layout.hub), "--port", str(ports[0])],
-                               logs / "hub.log")}
-    _wait_http(f"{hub_url}/health", processes["hub"], logs / "hub.log")
-    nodes = {}
-    for site, port in zip(sites, ports[1:], strict=True):
-        processes[site] = _spawn(["serve", str(layout.node(site)), "--port", str(port)],
-                                 logs / f"{site}.log")
-        nodes[site] = {"fhir": f"http://127.0.0.1:{port}/fhir", "org": f"Organization/{site}"}
-    for site, port in zip(sites, ports[1:], strict=True):
-        _wait_http(f"http://127.0.0.1:{port}/fhir/metadata", processes[site],
-                   logs / f"{site}.log")
-    state = {"hub": hub_url, "nodes": nodes, "credentials": str(
-        (layout.analyst / "credentials.json").resolve()),
-        "pids": {name: p.pid for name, p in processes.items()}, "started": started}
-    layout.state_file.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
-    _wait_connected(layout, sites, state["started"])
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        processes["hub"] = _spawn(["hub", "serve", str(layout.hub), "--port", str(ports[0])],
+                                  logs / "hub.log")
+        _wait_http(f"{hub_url}/health", processes["hub"], logs / "hub.log")
+        nodes = {}
+        for site, port in zip(sites, ports[1:], strict=True):
+            processes[site] = _spawn(["serve", str(layout.node(site)), "--port", str(port)],
+                                     logs / f"{site}.log")
+            nodes[site] = {"fhir": f"http://127.0.0.1:{port}/fhir",
+                           "org": f"Organization/{site}"}
+        for site, port in zip(sites, ports[1:], strict=True):
+            _wait_http(f"http://127.0.0.1:{port}/fhir/metadata", processes[site],
+                       logs / f"{site}.log")
+        state = {"hub": hub_url, "nodes": nodes, "credentials": str(
+            (layout.analyst / "credentials.json").resolve()),
+            "pids": {name: p.pid for name, p in processes.items()}, "started": started}
+        layout.state_file.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        _wait_connected(layout, sites, started)
+    except BaseException:
+        for process in processes.values():
+            _signal(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+            _CHILDREN.pop(process.pid, None)
+        layout.state_file.unlink(missing_ok=True)
+        raise
     say(f"network up: hub {hub_url}, {len(sites)} nodes")
     return state
 
