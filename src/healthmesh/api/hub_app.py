@@ -73,7 +73,6 @@ def create_hub_app(hub: Hub) -> FastAPI:
     app = FastAPIOffline(title="healthmesh hub", version=__version__,
                          description="Member registry, agreements and federated task broker.")
     waiters = _Waiters()
-    polling: dict[str, int] = defaultdict(int)
 
     async def sender(request: Request) -> tuple[str, bytes]:
         body = await _capped_body(request)
@@ -159,7 +158,6 @@ def create_hub_app(hub: Hub) -> FastAPI:
     async def agent_tasks(request: Request) -> Response:
         org, _ = await sender(request)
         until = time.monotonic() + wait_seconds(request)
-        polling[org] += 1
         try:
             while True:
                 event = waiters.event(f"site:{org}")
@@ -168,7 +166,6 @@ def create_hub_app(hub: Hub) -> FastAPI:
                     return _json({"tasks": tasks})
                 await waiters.wait(event, STEP)
         finally:
-            polling[org] -= 1
             hub.state.seen(org)
 
     @app.get("/catalogue")
@@ -190,5 +187,4 @@ def create_hub_app(hub: Hub) -> FastAPI:
         return _json({"accepted": True})
 
     app.state.hub = hub
-    app.state.polling = polling
     return app

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from healthmesh.errors import ConfigError
+from healthmesh.security import keys as security_keys
+from healthmesh.security.errors import SecurityError
 
 __all__ = [
     "KEY_FILE",
@@ -46,21 +48,15 @@ def public_key_id(public_key: Ed25519PublicKey) -> str:
 
 def public_key_pem(public_key: Ed25519PublicKey) -> str:
     """The public key as SubjectPublicKeyInfo PEM text."""
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    return security_keys.public_key_pem(public_key)
 
 
 def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
     """Parse an ed25519 public key from PEM (raises ConfigError if it is not one)."""
-    data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(f"not a PEM public key: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError("the public key is not an ed25519 key")
-    return key
+        return security_keys.load_public_key(pem)
+    except SecurityError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_private(path: Path) -> None:

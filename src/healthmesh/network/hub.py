@@ -71,7 +71,7 @@ class Hub:
             verified = self.verifier.verify(headers, method, path, body)
         except HealthmeshError as exc:
             raise HubError(f"request refused: {exc}", 401) from None
-        self.audit.append(AuditRecord(
+        self.audit.append_journaled(AuditRecord(
             actor=verified.sender, action="hub-request", decision="permit",
             organisation=verified.sender, reason=f"{method} {path.split('?')[0]}",
             detail={"jws": verified.token[:3000]},
@@ -301,6 +301,6 @@ def open_hub(folder: Path) -> Hub:
     directory.lookup = lambda org: (state.member(org) or {}).get("cert")
     verifier = RequestVerifier(directory.public_key_or_none,
                                nonce_store=SQLiteNonceStore(folder / "nonces.sqlite"))
-    audit = AuditLog(folder, signing_key=key, journal=False)
+    audit = AuditLog(folder, signing_key=key, journal=True)  # off the request path
     org = f"Organization/{directory.verify_cert((folder / 'hub-cert.pem').read_text()).org_id}"
     return Hub(folder, state, directory, verifier, audit, org)
