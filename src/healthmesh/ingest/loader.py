@@ -108,6 +108,8 @@ def ingest(
             for path, kind in files:
                 if kind == "ndjson":
                     loader.load_ndjson(path)
+                elif kind == "hl7":
+                    loader.load_hl7(path)
                 else:
                     loader.load_json(path)
             loader.flush()
@@ -153,6 +155,7 @@ class _Loader:
         self.pipeline = pipeline
         self.batch_size = node.settings.ingest_batch_size
         self._resolved: dict[str, str] = {}
+        self._hl7: Any = None  # the HL7 v2 intake, made at the first .hl7 file
 
     def reject(self, item: Rejected) -> None:
         self.rejects.add(item)
@@ -227,6 +230,25 @@ class _Loader:
         batch, self.batch = _dedupe(self.batch), []
         for outcome in self.node.store.put_prepared(batch):
             self.stats.count(outcome)
+
+    # -- HL7 v2 (one transaction per message; see healthmesh.hl7v2.files) -------------
+
+    def load_hl7(self, path: Path) -> None:
+        from healthmesh.hl7v2.files import load_hl7_file
+        from healthmesh.hl7v2.intake import Hl7Intake, Receipt
+
+        def accepted(receipt: Receipt) -> None:
+            self.stats.created += receipt.outcomes.get("created", 0)
+            self.stats.updated += receipt.outcomes.get("updated", 0)
+            self.stats.unchanged += receipt.outcomes.get("unchanged", 0)
+
+        self.flush()  # messages may refer to resources queued from earlier files
+        self.rejects.flush()
+        if self._hl7 is None:
+            self._hl7 = Hl7Intake(self.node)
+        self.stats.read += load_hl7_file(self._hl7, path, reject=self.reject, accepted=accepted)
+        if self.progress is not None:
+            self.progress(path.stat().st_size)
 
     # -- JSON (Bundle or single resource) --------------------------------------------
 

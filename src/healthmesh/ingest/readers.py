@@ -30,6 +30,7 @@ __all__ = [
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl")
 JSON_SUFFIXES = (".json", ".json.gz")
+HL7_SUFFIXES = (".hl7",)  # HL7 v2 messages and batches (see healthmesh.hl7v2.files)
 RAW_KEEP = 16 * 1024  # bytes of a rejected raw line kept in the rejects file
 
 
@@ -77,6 +78,8 @@ def _kind(path: Path) -> str | None:
         return "ndjson"
     if name.endswith(JSON_SUFFIXES):
         return "json"
+    if name.endswith(HL7_SUFFIXES):
+        return "hl7"
     return None
 
 
@@ -100,7 +103,8 @@ def input_files(paths: list[Path]) -> list[tuple[Path, str]]:
         kind = _kind(path)
         if kind is None:
             raise InputError(
-                f"{path}: unknown file type (expected .ndjson, .ndjson.gz, .jsonl or .json)"
+                f"{path}: unknown file type (expected .ndjson, .ndjson.gz, .jsonl, .json "
+                "or .hl7)"
             )
         out.append((path, kind))
     return out

@@ -24,6 +24,7 @@ from healthmesh.fhir.search_params import (
     search_params,
 )
 from healthmesh.fhir.validation import resource_types
+from healthmesh.terminology.checks import annotate
 
 __all__ = ["STAMP_MARKER", "PreparedResource", "StoreRows", "param_ids", "prepare", "stamp_content",
            "store_rows"]
@@ -106,7 +107,12 @@ def _without_server_meta(resource: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 
 def prepare(resource: dict[str, Any]) -> PreparedResource:
-    """Prepare one validated resource (which carries ``resourceType`` and ``id``)."""
+    """Prepare one validated resource (which carries ``resourceType`` and ``id``).
+
+    Codes unknown to the node's code lists are recorded as warnings in ``meta`` first
+    (:func:`healthmesh.terminology.checks.annotate`), so every write path records them.
+    """
+    resource, _ = annotate(resource)
     body, meta = _without_server_meta(resource)
     digest = hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
                              digest_size=16).digest()
