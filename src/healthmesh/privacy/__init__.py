@@ -8,10 +8,34 @@ its persistent :class:`PrivacyLedger`, and lets :class:`QueryLimiter` refuse a q
 was run too often. Modules: ``disclosure`` (rules, suppression, rounding), ``dp`` (OpenDP
 measurements and their accuracy), ``ledger`` (budget ledger, repeated-query limiter,
 query fingerprints), ``errors``.
+
+Tabular anonymisation (``healthmesh.privacy.anonymize``): generalisation hierarchies,
+k-anonymity, distinct/entropy l-diversity and t-closeness with record suppression, an
+optimal lattice search under the loss, discernibility or entropy metric, and prosecutor,
+journalist and marketer re-identification risk — :func:`anonymize` and :func:`risk`.
 """
 
 from __future__ import annotations
 
+from healthmesh.privacy.anonymize import (
+    AnonymizationConfig,
+    AnonymizationConfigError,
+    AnonymizationError,
+    AnonymizationResult,
+    DistinctLDiversity,
+    EntropyLDiversity,
+    Hierarchy,
+    HierarchyError,
+    KAnonymity,
+    NoAnonymousTransformation,
+    ReleasePolicy,
+    ReleaseRefused,
+    RiskReport,
+    TCloseness,
+    anonymize,
+    load_config,
+    risk,
+)
 from healthmesh.privacy.disclosure import (
     MECHANISMS,
     DisclosureRules,
@@ -50,16 +74,31 @@ __all__ = [
     "BUDGET_TOLERANCE",
     "LEDGER_FILE",
     "MECHANISMS",
+    "AnonymizationConfig",
+    "AnonymizationConfigError",
+    "AnonymizationError",
+    "AnonymizationResult",
     "BudgetExhausted",
     "DisclosureError",
     "DisclosureRules",
+    "DistinctLDiversity",
+    "EntropyLDiversity",
+    "Hierarchy",
+    "HierarchyError",
+    "KAnonymity",
     "LedgerError",
+    "NoAnonymousTransformation",
     "PrivacyError",
     "PrivacyLedger",
     "QueryLimitReached",
     "QueryLimiter",
+    "ReleasePolicy",
+    "ReleaseRefused",
     "ReleasedTable",
+    "RiskReport",
     "Spend",
+    "TCloseness",
+    "anonymize",
     "apply_rules",
     "fingerprint",
     "gaussian_accuracy",
@@ -68,8 +107,10 @@ __all__ = [
     "laplace_accuracy",
     "laplace_counts",
     "laplace_scale",
+    "load_config",
     "margin_totals",
     "round_counts",
     "rho_for_epsilon",
+    "risk",
     "suppress",
 ]
