@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --silent; fi  # axe-core for the page tests
 	touch $@
 
 install: $(VENV)/.installed

@@ -18,7 +18,7 @@ from healthmesh.node import Node, init_node, open_node
 
 REPO = Path(__file__).resolve().parents[1]
 # A clinician's organisation reading for treatment: what most API tests act as.
-CLINICIAN = {"X-Requester": "Organization/test-hospital", "X-Purpose-Of-Use": "TREAT"}
+CLINICIAN_ORG = "Organization/test-hospital"
 SHARED = REPO.parent / "shared"
 
 
@@ -60,6 +60,33 @@ def run_cli(*args: str, timeout: float = 300, **kwargs: object) -> subprocess.Co
     )
 
 
+def bearer(
+    target: Node | Path, org: str | None = CLINICIAN_ORG, purpose: str = "TREAT",
+    scope: str = "system/*.cruds", *, patient: str | None = None, ttl: int = 3600,
+) -> dict[str, str]:
+    """Headers with an access token of the node (as 'healthmesh auth token' makes it) for
+    a backend client of ``org`` asking for ``purpose`` with ``scope``."""
+    from healthmesh.cli_auth import ensure_client, mint_token
+
+    node = target if isinstance(target, Node) else open_node(target)
+    try:
+        client = f"test-{(org or 'none').split('/')[-1]}"
+        ensure_client(node, client, org, "system/*.cruds user/*.cruds patient/*.cruds",
+                      ("TREAT", "ETREAT", "HRESCH", "PUBHLTH", "HPAYMT", "HOPERAT"))
+        issued = mint_token(node, client, scope, purpose, patient=patient, ttl=ttl)
+    finally:
+        if not isinstance(target, Node):
+            node.close()
+    return {"Authorization": f"Bearer {issued.access_token}"}
+
+
+def patient_bearer(node: Node, patient_id: str) -> dict[str, str]:
+    """Headers with a patient's own access token (as 'healthmesh patient token' makes it)."""
+    from healthmesh.cli import issue_patient_token
+
+    return {"Authorization": f"Bearer {issue_patient_token(node, patient_id, 3600)}"}
+
+
 class LiveServer:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -74,6 +101,7 @@ class LiveServer:
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.base + "/metadata", timeout=5).status_code == 200:
+                    self.clinician = bearer(folder)
                     return
             except httpx.TransportError:
                 time.sleep(0.1)

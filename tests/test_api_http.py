@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from healthmesh.node import init_node
-from tests.conftest import CLINICIAN, LiveServer
+from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.xdist_group("live-server")
 FHIR = {"content-type": "application/fhir+json"}
@@ -31,7 +31,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def http(live: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.base, timeout=30, headers=CLINICIAN) as client:
+    with httpx.Client(base_url=live.base, timeout=30, headers=live.clinician) as client:
         yield client
 
 
@@ -232,8 +232,15 @@ def test_consent_policy_is_published(live: LiveServer, http: httpx.Client) -> No
     assert "/consent-policy" in security
 
 
-def test_reads_need_a_purpose(live: LiveServer) -> None:
-    response = httpx.get(live.base + "/Patient", headers={"X-Requester": "Organization/x"})
+def test_reads_need_a_token_with_a_purpose(live: LiveServer) -> None:
+    from healthmesh.auth import TokenService, parse_scopes
+
+    anonymous = httpx.get(live.base + "/Patient", headers={"X-Requester": "Organization/x"})
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"]
+    token, _ = TokenService(live.folder).issue(
+        subject="svc", client_id="svc", scopes=parse_scopes("system/*.rs"), purpose=None,
+        org="Organization/x", ttl=60)
+    response = httpx.get(live.base + "/Patient", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 403 and "purpose" in outcome_text(response).lower()
 
 

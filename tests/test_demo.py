@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -55,9 +57,20 @@ def test_demo_serves_a_network_that_answers_and_stops_on_ctrl_c(tmp_path: Path) 
                 break
         assert lines and "Press Ctrl-C" in lines[-1], "".join(lines)
         text = "".join(lines)
-        assert f"http://127.0.0.1:{port}/fhir" in text  # the hospital's FHIR base
-        metadata = httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=10)
+        assert f"https://127.0.0.1:{port}/fhir" in text  # the hospital's FHIR base, over TLS
+        tls = ssl.create_default_context(cafile=str(folder / "tls" / "ca-cert.pem"))
+        metadata = httpx.get(f"https://127.0.0.1:{port}/fhir/metadata", timeout=10, verify=tls)
         assert metadata.json()["resourceType"] == "CapabilityStatement"
+        # the printed example request works as printed; without its token it is refused
+        example = re.search(r"curl --cacert (\S+) -H 'Authorization: Bearer (\S+)' '(\S+)'",
+                            text)
+        assert example is not None, text
+        ca, token, url = example.groups()
+        tls = ssl.create_default_context(cafile=ca)
+        answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                           verify=tls)
+        assert answer.status_code == 200 and answer.json()["resourceType"] == "Bundle"
+        assert httpx.get(url, timeout=30, verify=tls).status_code == 401
         asked = run_cli("query", "count", "--network", str(folder), "--purpose", "PUBHLTH",
                         "--agreement", "public-health", "--json")
         assert asked.returncode == 0, asked.stderr

@@ -9,14 +9,13 @@ from fhirclient.models.patient import Patient as FcPatient
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
-from tests.conftest import CLINICIAN
-
 pytestmark = pytest.mark.xdist_group("live-server")
 
 
 @pytest.fixture
 def fhirpy_client(empty_server):  # type: ignore[no-untyped-def]
-    return SyncFHIRClient(empty_server.base, extra_headers=CLINICIAN)
+    return SyncFHIRClient(empty_server.base,
+                          authorization=empty_server.clinician["Authorization"])
 
 
 def test_fhirpy_create_read_update_delete(fhirpy_client: SyncFHIRClient) -> None:
@@ -62,7 +61,7 @@ def test_fhirpy_search_paging_and_count(fhirpy_client: SyncFHIRClient) -> None:
 
 
 def test_fhirpy_against_synthea(server) -> None:  # type: ignore[no-untyped-def]
-    client = SyncFHIRClient(server.base, extra_headers=CLINICIAN)
+    client = SyncFHIRClient(server.base, authorization=server.clinician["Authorization"])
     patients = client.resources("Patient").fetch_all()
     assert len(patients) == 16
     some = patients[0]
@@ -78,7 +77,7 @@ def test_fhirpy_against_synthea(server) -> None:  # type: ignore[no-untyped-def]
 
 def test_fhirclient_read_and_search(server) -> None:  # type: ignore[no-untyped-def]
     smart = fc_client.FHIRClient(settings={"app_id": "healthmesh-test", "api_base": server.base})
-    smart.server.session.headers.update(CLINICIAN)
+    smart.server.session.headers.update(server.clinician)
     search = FcPatient.where(struct={"gender": "female"})
     females = list(search.perform_resources_iter(smart.server))
     assert females and all(p.gender == "female" for p in females)
@@ -94,7 +93,7 @@ def test_fhirclient_read_and_search(server) -> None:  # type: ignore[no-untyped-
 def test_fhirclient_create(empty_server) -> None:  # type: ignore[no-untyped-def]
     smart = fc_client.FHIRClient(settings={"app_id": "healthmesh-test",
                                            "api_base": empty_server.base})
-    smart.server.session.headers.update(CLINICIAN)
+    smart.server.session.headers.update(empty_server.clinician)
     patient = FcPatient({"name": [{"family": "Nakamura"}], "gender": "male"})
     response = patient.create(smart.server)
     assert response["resourceType"] == "Patient" and response["id"]

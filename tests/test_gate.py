@@ -218,9 +218,9 @@ def test_first_opt_out_on_a_node_takes_effect_at_once(make_node: Any) -> None:
 
 def test_a_bundle_cannot_reveal_a_hidden_match_through_if_none_exist(node: Node) -> None:
     """A conditional create that matches a record the caller may not see must not name it."""
-    from tests.conftest import run_asgi
+    from tests.conftest import bearer, run_asgi
 
-    research = {"X-Requester": "Organization/uni-research", "X-Purpose-Of-Use": "HRESCH"}
+    research = bearer(node, "Organization/uni-research", "HRESCH")
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{
         "resource": {"resourceType": "Patient"},
         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "_id=p3"}}]}

@@ -20,7 +20,8 @@ from healthmesh.api.app import create_app
 from healthmesh.gate.egress import GATE_ACTIVE
 from healthmesh.node import Node
 from healthmesh.store.sqlite import SQLiteStore
-from tests.conftest import CLINICIAN
+from tests.browser import SESSION_CSRF, session_headers
+from tests.conftest import bearer, patient_bearer
 from tests.test_gate import consent, obs
 
 READS = ("read", "vread", "read_many", "by_rids", "search", "count", "stream", "history",
@@ -67,7 +68,42 @@ ROUTE_CALLS: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("GET", "/fhir/$export-file/{job_id}/{name}"): ("GET",
                                                      "/fhir/$export-file/{job}/Patient.ndjson",
                                                      None),
+    ("GET", "/.well-known/smart-configuration"): ("GET", "/.well-known/smart-configuration",
+                                                  None),
+    ("GET", "/auth/jwks"): ("GET", "/auth/jwks", None),
+    ("POST", "/auth/token"): ("POST", "/auth/token", None),
+    ("GET", "/auth/authorize"): ("GET", "/auth/authorize", None),
+    ("POST", "/auth/authorize"): ("POST", "/auth/authorize", None),
 }
+WEB_FORM = f"csrf={SESSION_CSRF}&purpose=HRESCH&allow=yes".encode()
+PHQ9 = (f"csrf={SESSION_CSRF}&" + "&".join(f"{i}=LA6569-3" for i in (
+    "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
+    "44260-8"))).encode()
+ROUTE_CALLS.update({
+    ("GET", "/web/"): ("GET", "/web/", None),
+    ("GET", "/web/signin"): ("GET", "/web/signin", None),
+    ("GET", "/web/callback"): ("GET", "/web/callback?code=x&state=y", None),
+    ("POST", "/web/signout"): ("POST", "/web/signout", WEB_FORM),
+    ("GET", "/web/lang"): ("GET", "/web/lang?l=fr", None),
+    ("GET", "/web/me"): ("GET", "/web/me", None),
+    ("GET", "/web/me/data.json"): ("GET", "/web/me/data.json", None),
+    ("GET", "/web/me/consents"): ("GET", "/web/me/consents", None),
+    ("POST", "/web/me/consents"): ("POST", "/web/me/consents", WEB_FORM),
+    ("POST", "/web/me/consents/{consent_id}/revoke"): ("POST", "/web/me/consents/c1/revoke",
+                                                      WEB_FORM),
+    ("GET", "/web/me/consents/{consent_id}/receipt"): ("GET", "/web/me/consents/c1/receipt",
+                                                       None),
+    ("GET", "/web/me/access-log"): ("GET", "/web/me/access-log", None),
+    ("GET", "/web/me/questionnaires"): ("GET", "/web/me/questionnaires", None),
+    ("GET", "/web/me/questionnaires/{name}"): ("GET", "/web/me/questionnaires/phq-9", None),
+    ("POST", "/web/me/questionnaires/{name}"): ("POST", "/web/me/questionnaires/phq-9", PHQ9),
+    ("GET", "/web/steward"): ("GET", "/web/steward", None),
+    ("GET", "/web/steward/releases"): ("GET", "/web/steward/releases", None),
+    ("POST", "/web/steward/releases/{task_id}"): ("POST", "/web/steward/releases/t1", WEB_FORM),
+    ("GET", "/web/steward/agreements"): ("GET", "/web/steward/agreements", None),
+    ("GET", "/web/steward/audit"): ("GET", "/web/steward/audit?patient=p1", None),
+    ("GET", "/web/steward/quality"): ("GET", "/web/steward/quality", None),
+})
 NOT_DATA = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static-offline-docs"}
 
 
@@ -118,7 +154,7 @@ def test_every_route_is_exercised_and_reads_only_through_the_gate(
         transport = httpx.ASGITransport(app=app)
         statuses = []
         async with httpx.AsyncClient(transport=transport, base_url="http://node",
-                                     headers={**CLINICIAN, "Prefer": "respond-async"}) as client:
+                                     headers={**bearer(node), "Prefer": "respond-async"}) as client:
             kick = await client.get("/fhir/$export")
             job = kick.headers["content-location"].rsplit("/", 1)[1]
             for _ in range(100):  # let the job finish so its file exists
@@ -126,15 +162,20 @@ def test_every_route_is_exercised_and_reads_only_through_the_gate(
                     break
                 await anyio.sleep(0.05)
             calls = sorted(ROUTE_CALLS.values(), key=lambda c: c[0] == "DELETE")
-            patient = {"Authorization": f"Bearer {node.patient_tokens.issue('p1')}"}
+            patient = patient_bearer(node, "p1")
+            web = {"/web/me": session_headers(node, "patient", patient="p1"),
+                   "/web/steward": session_headers(node, "steward")}
             for method, url, body in calls:
                 url = url.replace("{job}", job)
-                extra = patient if url.startswith("/patient") else {}
-                content = None if body is None else httpx.Request("POST", "/", json=body).content
+                extra = patient if url.startswith("/patient") else next(
+                    (h for prefix, h in web.items() if url.startswith(prefix)), {})
+                content = None if body is None else body if isinstance(body, bytes) else \
+                    httpx.Request("POST", "/", json=body).content
+                kind = "application/x-www-form-urlencoded" if isinstance(body, bytes) \
+                    else "application/fhir+json"
                 response = await client.request(
                     method, url, content=content,
-                    headers={**extra, **({"content-type": "application/fhir+json"}
-                                         if body else {})},
+                    headers={**extra, **({"content-type": kind} if body else {})},
                 )
                 statuses.append(response.status_code)
         return statuses
@@ -151,13 +192,16 @@ ALLOWED_STORE_USE = {
     ("local.py", "_setup_node"): {"counts"},  # is the node loaded yet? nothing is printed
     ("agent.py", "_describe"): {"counts"},  # the catalogue's size, rounded to hundreds
     ("cli.py", "patient_token"): {"read"},  # existence check only; nothing is printed
+    ("cli_auth.py", "mint_token"): {"read"},  # does the token's patient exist? (not printed)
+    ("cli_auth.py", "user_add"): {"read"},  # does the patient user's record exist?
 }
 
 
 def test_commands_and_routes_do_not_touch_the_store_directly() -> None:
     src = Path(__file__).resolve().parents[1] / "src" / "healthmesh"
-    files = [src / "cli.py", src / "cli_network.py", *sorted((src / "api").glob("*.py")),
-             *sorted((src / "network").glob("*.py"))]
+    files = [src / "cli.py", src / "cli_network.py", src / "cli_auth.py",
+             *sorted((src / "api").glob("*.py")),
+             *sorted((src / "network").glob("*.py")), *sorted((src / "web").glob("*.py"))]
     for path in files:
         tree = ast.parse(path.read_text())
         for func in ast.walk(tree):
@@ -169,12 +213,15 @@ def test_commands_and_routes_do_not_touch_the_store_directly() -> None:
 
 
 def _store_calls(func: ast.AST) -> set[str]:
-    """Methods called as ``<x>.store.<method>(...)`` or ``<x>.fhir.<read method>(...)``."""
+    """Methods called as ``<x>.store.<method>(...)`` or ``<x>.fhir.<read method>(...)``
+    (``<x>.auth.store`` is the OAuth store, not the FHIR store)."""
     found = set()
     for node in ast.walk(func):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
             is_owner = isinstance(owner, ast.Attribute) and owner.attr in ("store", "fhir")
+            if is_owner and isinstance(owner.value, ast.Attribute) and owner.value.attr == "auth":
+                continue  # node.auth.store: OAuth clients and users, not patient data
             if is_owner and (owner.attr == "store" or node.func.attr in (*READS, "everything")):
                 found.add(node.func.attr)
     return found

@@ -27,6 +27,8 @@ from healthmesh.errors import HealthmeshError
 from healthmesh.network import local
 from healthmesh.network.client import Network, connect
 from healthmesh.network.local import network_down, network_up
+from healthmesh.security.tls import client_context
+from tests.conftest import bearer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
 SITES = ["hospital", "clinic", "lab"]
@@ -149,13 +151,15 @@ def test_a_revoked_consent_changes_the_next_count(network: dict[str, Any], hm: N
     counted = sorted(hypertensive(data, "hospital") & research_consented(data, "hospital"))
     patient = counted[0]
     base = network["nodes"]["hospital"]["fhir"]
-    headers = {"X-Requester": "Organization/hospital", "X-Purpose-Of-Use": "TREAT"}
-    bundle = httpx.get(f"{base}/Consent", params={"patient": patient}, headers=headers).json()
+    headers = bearer(network["root"] / "nodes" / "hospital", "Organization/hospital", "TREAT")
+    tls = client_context(network["tls_ca"])  # every listener of the network speaks TLS
+    bundle = httpx.get(f"{base}/Consent", params={"patient": patient}, headers=headers,
+                       verify=tls).json()
     for entry in bundle["entry"]:
         consent = entry["resource"]
         if consent["scope"]["coding"][0]["code"] == "research" and consent["status"] == "active":
             consent["status"] = "inactive"  # the patient withdraws from research
-            put = httpx.put(f"{base}/Consent/{consent['id']}", json=consent,
+            put = httpx.put(f"{base}/Consent/{consent['id']}", json=consent, verify=tls,
                             headers={**headers, "Content-Type": "application/fhir+json"})
             assert put.status_code == 200, put.text
     after = hm.run("count", {"cohort": HYPERTENSION}, agreement="research", purpose="HRESCH")

@@ -8,10 +8,8 @@ import httpx
 import pytest
 
 from healthmesh.node import Node
-from tests.conftest import run_asgi
+from tests.conftest import bearer, patient_bearer, run_asgi
 from tests.test_gate import node as gate_node  # noqa: F401
-
-RESEARCH = {"X-Requester": "Organization/uni-research", "X-Purpose-Of-Use": "HRESCH"}
 
 
 def run(node: Node, calls: Any) -> Any:
@@ -20,21 +18,23 @@ def run(node: Node, calls: Any) -> Any:
 
 @pytest.fixture
 def token(gate_node: Node) -> dict[str, str]:  # noqa: F811
-    return {"Authorization": f"Bearer {gate_node.patient_tokens.issue('p3')}"}
+    return patient_bearer(gate_node, "p3")
 
 
 def test_opt_in_takes_effect_and_revocation_removes_it(
     gate_node: Node, token: dict[str, str]  # noqa: F811
 ) -> None:
+    research = bearer(gate_node, "Organization/uni-research", "HRESCH")
+
     async def calls(client: httpx.AsyncClient) -> dict[str, Any]:
-        before = (await client.get("/fhir/Observation?_summary=count", headers=RESEARCH)).json()
+        before = (await client.get("/fhir/Observation?_summary=count", headers=research)).json()
         granted = await client.post("/patient/consents", headers=token,
                                     json={"purpose": "HRESCH", "allow": True, "except": ["PSY"]})
-        during = (await client.get("/fhir/Condition", headers=RESEARCH)).json()
+        during = (await client.get("/fhir/Condition", headers=research)).json()
         receipt = granted.json()
         revoked = await client.post(f"/patient/{receipt['consent']}/revoke".replace(
             "/patient/Consent/", "/patient/consents/"), headers=token)
-        after = (await client.get("/fhir/Observation?_summary=count", headers=RESEARCH)).json()
+        after = (await client.get("/fhir/Observation?_summary=count", headers=research)).json()
         mine = (await client.get("/patient/consents", headers=token)).json()
         html = await client.get(f"/patient/consents/{receipt['consent'][8:]}/receipt?format=html",
                                 headers=token)
@@ -59,10 +59,12 @@ def test_opt_in_takes_effect_and_revocation_removes_it(
 def test_access_log_shows_who_looked_and_what_was_refused(
     gate_node: Node, token: dict[str, str]  # noqa: F811
 ) -> None:
+    researcher = bearer(gate_node, "Organization/uni-research", "HRESCH")
+    clinician = bearer(gate_node, "Organization/city-clinic", "TREAT")
+
     async def calls(client: httpx.AsyncClient) -> Any:
-        await client.get("/fhir/Condition/htn-p3", headers=RESEARCH)  # refused: no opt-in
-        await client.get("/fhir/Condition/htn-p3", headers={
-            "X-Requester": "Organization/city-clinic", "X-Purpose-Of-Use": "TREAT"})
+        await client.get("/fhir/Condition/htn-p3", headers=researcher)  # refused: no opt-in
+        await client.get("/fhir/Condition/htn-p3", headers=clinician)
         return (await client.get("/patient/access-log", headers=token)).json()
 
     log = run(gate_node, calls)["accesses"]
@@ -87,13 +89,13 @@ def test_my_data_download_and_isolation(gate_node: Node, token: dict[str, str]) 
     ids = {e["resource"]["id"] for e in mine.json()["entry"]}
     assert {"p3", "o-p3", "dep-p3", "htn-p3"} <= ids and not ids & {"p1", "o-p1"}
     assert other.status_code == 404  # not the caller's consent
-    assert no_token.status_code == 403 and bad_token.status_code == 403
+    assert no_token.status_code == 401 and bad_token.status_code == 401
     assert bad_body.status_code == 400
 
 
 def test_a_new_yes_replaces_an_old_no(gate_node: Node) -> None:  # noqa: F811
-    clinic = {"X-Requester": "Organization/city-clinic", "X-Purpose-Of-Use": "TREAT"}
-    p4 = {"Authorization": f"Bearer {gate_node.patient_tokens.issue('p4')}"}
+    clinic = bearer(gate_node, "Organization/city-clinic", "TREAT")
+    p4 = patient_bearer(gate_node, "p4")
 
     async def calls(client: httpx.AsyncClient) -> tuple[int, int, list[str]]:
         before = (await client.get("/fhir/Observation/o-p4", headers=clinic)).status_code

@@ -23,6 +23,7 @@ import orjson
 from healthmesh.errors import FhirError, InvalidRequest, NotFound
 from healthmesh.fhir.search_params import date_range
 from healthmesh.fhir.validation import resource_types
+from healthmesh.gate.access import scope_params, visible_type
 from healthmesh.gate.egress import EgressGate
 from healthmesh.gate.requester import Forbidden, Requester
 from healthmesh.store.sqlite import instant
@@ -69,6 +70,11 @@ class BulkExports:
         if requester.purpose is None and not requester.is_patient:
             raise Forbidden("A purpose of use (X-Purpose-Of-Use) is required to export data")
         chosen = self._types(types)
+        if types:  # each type asked for must be within the access token's scopes
+            for rtype in chosen:
+                scope_params(requester, rtype, "r")
+        else:  # "everything" means everything the token may read
+            chosen = [t for t in chosen if visible_type(requester, t)]
         if since is not None:
             try:
                 date_range(since)

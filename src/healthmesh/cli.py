@@ -174,22 +174,41 @@ def audit_export(
 def patient_token(
     folder: Annotated[Path, typer.Argument(help="Node folder.")],
     patient_id: Annotated[str, typer.Argument(help="The patient's id at this node.")],
+    ttl: Annotated[str, typer.Option(help="Lifetime: 300s, 30m, 12h (at most 24h).")] = "12h",
     json_out: JsonFlag = False,
 ) -> None:
-    """Issue an access token for a patient (shown once; give it to the patient)."""
+    """Issue an access token for a patient (shown once; give it to the patient).
+
+    For a patient without an app: the token acts as the patient on the /patient API and
+    reads their own data only. Patients with an account sign in at /auth/authorize."""
+    from healthmesh.cli_auth import parse_ttl
     from healthmesh.node import open_node
 
     try:
+        seconds = parse_ttl(ttl)
         with open_node(folder) as node:
             if node.fhir.store.read("Patient", patient_id) is None:
                 _fail(f"no Patient/{patient_id} at this node", ExitCode.INPUT)
-            token = node.patient_tokens.issue(patient_id)
+            token = issue_patient_token(node, patient_id, seconds)
     except ConfigError as exc:
         _fail(str(exc), ExitCode.CONFIG)
     if json_out:
-        _emit_json({"patient": patient_id, "token": token})
+        _emit_json({"patient": patient_id, "token": token, "expires_in": seconds})
     else:
-        out.print(token)
+        out.print(token, soft_wrap=True)
+
+
+def issue_patient_token(node: Any, patient_id: str, ttl: int) -> str:
+    """An access token for a patient acting for themself (scopes of the patient role)."""
+    from healthmesh.auth import ROLES, Client, User, parse_scopes
+
+    scopes, purpose = ROLES["patient"]
+    client = Client("healthmesh-cli", "healthmesh command line", None, scopes, (purpose,),
+                    None, ())
+    user = User(f"patient-{patient_id}", "patient", None, patient_id, False)
+    issued = node.auth.server.mint(client, parse_scopes(scopes), purpose, user=user, ttl=ttl,
+                                   via="cli")
+    return str(issued.access_token)
 
 
 @views_app.command("run")
@@ -351,23 +370,34 @@ def sql(
 @app.command()
 def ingest(
     folder: Annotated[Path, typer.Argument(help="Node folder.")],
-    paths: Annotated[list[Path], typer.Argument(help="NDJSON/Bundle files or folders.")],
+    paths: Annotated[list[Path], typer.Argument(
+        help="NDJSON/Bundle/.hl7 files or folders (with --mapping: CSV/Parquet files or "
+        "folders).")],
     rejects: Annotated[
         Path | None, typer.Option(help="Rejects file (default: FOLDER/rejects/ingest-TIME.ndjson)")
     ] = None,
+    mapping: Annotated[str | None, typer.Option(
+        help="Map CSV/Parquet files with this YAML mapping file, or a shipped mapping "
+             "(claims, wearables, sdoh).")] = None,
     json_out: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Load FHIR NDJSON files and Bundles (Synthea's included) into a node."""
+    """Load FHIR NDJSON, Bundles (Synthea's included), HL7 v2 .hl7 files, or flat files with
+    --mapping."""
     from healthmesh.ingest.loader import ingest as run_ingest
     from healthmesh.ingest.readers import input_files
     from healthmesh.node import open_node
 
+    rejects_path = rejects or folder / "rejects" / f"ingest-{_stamp()}.ndjson"
+    if mapping is not None:
+        from healthmesh.cli_terminology import ingest_with_mapping
+
+        ingest_with_mapping(folder, mapping, paths, rejects_path, json_out, quiet)
+        return
     try:
         node = open_node(folder)
     except ConfigError as exc:
         _fail(str(exc), ExitCode.CONFIG)
-    rejects_path = rejects or folder / "rejects" / f"ingest-{_stamp()}.ndjson"
     try:
         total = sum(p.stat().st_size for p, _ in input_files(paths))
         with _progress(quiet or json_out) as progress:
@@ -424,8 +454,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    insecure_dev: Annotated[bool, typer.Option(
+        "--insecure-dev", help="Development only: also accept unauthenticated X-Requester "
+        "headers (a warning is printed on every request).")] = False,
 ) -> None:
-    """Serve the node's FHIR R4 API at http://HOST:PORT/fhir."""
+    """Serve the node's FHIR R4 API at http://HOST:PORT/fhir (access tokens required)."""
     import uvicorn
 
     from healthmesh.api.app import create_app
@@ -435,11 +468,24 @@ def serve(
         node = open_node(folder)
     except ConfigError as exc:
         _fail(str(exc), ExitCode.CONFIG)
+    tls = {}
+    if node.settings.tls_certificate and node.settings.tls_private_key:
+        from healthmesh.security.keys import configured_passphrase
+
+        tls = {"ssl_certfile": str(folder / node.settings.tls_certificate),
+               "ssl_keyfile": str(folder / node.settings.tls_private_key),
+               "ssl_keyfile_password": configured_passphrase()}
     agent = _start_agent(node)
-    out.print(f"FHIR base: http://{host}:{port}/fhir")
-    out.print(f"API docs:  http://{host}:{port}/docs")
+    scheme = "https" if tls else "http"
+    out.print(f"FHIR base: {scheme}://{host}:{port}/fhir")
+    out.print(f"API docs:  {scheme}://{host}:{port}/docs")
+    if insecure_dev:
+        console.print("[red]WARNING: --insecure-dev: requests without an access token are "
+                      "served on the word of their X-Requester header. Never in production."
+                      "[/red]")
     try:
-        uvicorn.run(create_app(node), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(node, insecure_dev=insecure_dev), host=host, port=port,
+                    log_level=log_level, **tls)  # type: ignore[arg-type]
     finally:
         if agent is not None:
             agent.stop()
@@ -545,22 +591,29 @@ def _interrupt(*_: object) -> NoReturn:
 
 
 def _demo_guide(state: dict[str, Any], folder: Path) -> None:
+    from healthmesh.cli_auth import ensure_client, mint_token
     from healthmesh.node import open_node
 
     hospital = state["nodes"]["hospital"]["fhir"]
     with open_node(folder / "nodes" / "hospital") as node:
         first = node.store.search(node.fhir.parse("Patient", [("_count", "1")])).matches
-        token = node.patient_tokens.issue(first[0].id) if first else None
+        token = issue_patient_token(node, first[0].id, 8 * 3600) if first else None
+        ensure_client(node, "clinic-ehr", "Organization/clinic", "system/*.rs",
+                      ("TREAT", "ETREAT"))
+        clinician = mint_token(node, "clinic-ehr", "system/*.rs", "TREAT", ttl=8 * 3600)
     out.print(f"hub:              {state['hub']}")
     for site, info in state["nodes"].items():
         out.print(f"{site + ' FHIR API:':<18}{info['fhir']}   (docs: "
                   f"{info['fhir'].removesuffix('/fhir')}/docs)")
-    out.print("Read a node's FHIR API (every read names who asks and why):")
-    out.print(f"  curl -H 'X-Requester: Organization/clinic' -H 'X-Purpose-Of-Use: TREAT' "
+    ca = state.get("tls_ca", "")
+    out.print(f"Every listener speaks TLS with certificates of the network's local CA ({ca}).")
+    out.print("Read the hospital's FHIR API as the clinic's EHR, for treatment (an access "
+              "token valid 8 hours; 'healthmesh auth token' makes more):")
+    out.print(f"  curl --cacert {ca} -H 'Authorization: Bearer {clinician.access_token}' "
               f"'{hospital}/Patient?_count=5'")
     if token:
         out.print(f"A patient ({first[0].id}) sees their consents and who read their data:")
-        out.print(f"  curl -H 'Authorization: Bearer {token}' "
+        out.print(f"  curl --cacert {ca} -H 'Authorization: Bearer {token}' "
                   f"{hospital.removesuffix('/fhir')}/patient/access-log")
     out.print("Ask the whole network (only aggregates leave the nodes):")
     out.print(f"  healthmesh query indicator hypertension-control --network {folder} "
@@ -569,8 +622,15 @@ def _demo_guide(state: dict[str, Any], folder: Path) -> None:
     out.print("Press Ctrl-C to stop the network.")
 
 
+import healthmesh.cli_anonymize  # noqa: E402,F401  (registers the anonymize command)
+import healthmesh.cli_auth  # noqa: E402,F401
+import healthmesh.cli_deid  # noqa: E402,F401  (registers the de-identification commands)
+import healthmesh.cli_hl7  # noqa: E402,F401  (registers the mllp commands)
+import healthmesh.cli_linkage  # noqa: E402,F401  (registers the linkage commands)
 import healthmesh.cli_membership  # noqa: E402,F401
 import healthmesh.cli_network  # noqa: E402,F401  (registers the network commands)
+import healthmesh.cli_terminology  # noqa: E402,F401  (registers the terminology commands)
+import healthmesh.cli_web  # noqa: E402,F401  (registers the dashboard commands)
 
 
 def main() -> None:

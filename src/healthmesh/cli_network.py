@@ -38,8 +38,14 @@ def hub_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8700,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="PEM certificate for HTTPS (default: HUBDIR/tls/server-cert.pem if present).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="Its private key (default: HUBDIR/tls/server-key.pem).")] = None,
 ) -> None:
-    """Serve the hub at http://HOST:PORT (members, agreements, tasks)."""
+    """Serve the hub at https://HOST:PORT (members, agreements, tasks); plain HTTP only
+    when no certificate is given or found."""
     import uvicorn
 
     from healthmesh.api.hub_app import create_hub_app
@@ -49,9 +55,20 @@ def hub_serve(
         hub = open_hub(folder)
     except (HubError, ConfigError) as exc:
         _fail(str(exc), ExitCode.CONFIG)
-    out.print(f"hub: http://{host}:{port}")
+    cert = tls_cert or (folder / "tls" / "server-cert.pem")
+    key = tls_key or (folder / "tls" / "server-key.pem")
+    from healthmesh.security.keys import configured_passphrase
+
+    tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key),
+           "ssl_keyfile_password": configured_passphrase()} \
+        if cert.exists() and key.exists() else {}
+    if (tls_cert or tls_key) and not tls:
+        hub.close()
+        _fail(f"TLS certificate or key not found: {cert}, {key}", ExitCode.CONFIG)
+    out.print(f"hub: {'https' if tls else 'http'}://{host}:{port}")
     try:
-        uvicorn.run(create_hub_app(hub), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_hub_app(hub), host=host, port=port, log_level=log_level,
+                    **tls)  # type: ignore[arg-type]
     finally:
         hub.close()
 

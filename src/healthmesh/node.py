@@ -6,8 +6,8 @@ Layout of a node folder::
     DIR/store.sqlite    the FHIR store (SQLite, WAL mode)
     DIR/rejects/        rejected input from ``healthmesh ingest`` (NDJSON with reasons)
     DIR/audit.sqlite    the hash-chained audit log
-    DIR/keys/           the node's signing key (mode 0600)
-    DIR/patient-tokens.json   hashes of patient access tokens
+    DIR/keys/           the node's signing keys (audit, access tokens; mode 0600)
+    DIR/auth.sqlite     OAuth clients, users, codes and refresh tokens (hashes only)
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from healthmesh.audit import AuditLog, load_or_create_node_key
+from healthmesh.auth import NodeAuth
 from healthmesh.bulk import BulkExports
 from healthmesh.consent.policy import Policy, load_policy
 from healthmesh.errors import ConfigError
 from healthmesh.fhir.service import FhirService
 from healthmesh.gate.egress import EgressGate
-from healthmesh.gate.requester import PatientTokens
 from healthmesh.gate.scopes import AccessScopes
 from healthmesh.settings import Settings, load_settings
 from healthmesh.store.sqlite import SQLiteStore
@@ -44,10 +44,11 @@ class Node:
     policy: Policy
     audit: AuditLog
     gate: EgressGate
-    patient_tokens: PatientTokens
+    auth: NodeAuth
     exports: BulkExports
 
     def close(self) -> None:
+        self.auth.close()
         self.audit.close()
         self.store.close()
 
@@ -66,6 +67,7 @@ def init_node(folder: Path, *, name: str | None = None) -> Path:
     if folder.is_dir() and any(folder.iterdir()) and not (folder / NODE_FILE).exists():
         raise ConfigError(f"{folder} is not empty and is not a healthmesh node folder")
     folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)  # health data: closed to the machine's other users
     config = folder / NODE_FILE
     if not config.exists():
         label = (name or folder.resolve().name).replace('"', "'")
@@ -91,6 +93,6 @@ def open_node(folder: Path, overrides: dict[str, Any] | None = None) -> Node:
     audit = AuditLog(folder, signing_key=load_or_create_node_key(folder), journal=True)
     scopes = AccessScopes(store, policy, settings.organization or None)
     gate = EgressGate(fhir, scopes, audit, denied_status=settings.denied_status)
-    tokens = PatientTokens(folder / "patient-tokens.json")
+    auth = NodeAuth(folder, audit, min(settings.access_token_seconds, 86400))
     exports = BulkExports(folder, gate)
-    return Node(folder, settings, store, fhir, policy, audit, gate, tokens, exports)
+    return Node(folder, settings, store, fhir, policy, audit, gate, auth, exports)

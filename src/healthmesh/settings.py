@@ -35,9 +35,17 @@ class Settings:
     consent_policy: str = ""
     ingest_batch_size: int = 2000
     ingest_workers: int = max(1, min(4, os.cpu_count() or 1))
+    hl7v2_timezone: str = "UTC"
+    mllp_max_message_bytes: int = 1024 * 1024
+    mllp_idle_timeout_seconds: int = 300
     hub_url: str = ""
     agent_poll_seconds: int = 20
     release_review: str = "auto"
+    access_token_seconds: int = 300
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    hub_tls_ca: str = ""
+    rate_limit_per_minute: int = 1200
 
 
 SETTINGS_HELP: dict[str, str] = {
@@ -56,10 +64,24 @@ SETTINGS_HELP: dict[str, str] = {
     "ingest_batch_size": "Resources written per atomic batch by 'healthmesh ingest'.",
     "ingest_workers": "Worker processes that parse, validate and index during ingest "
     "(0: do it all in the main process).",
+    "hl7v2_timezone": "Time zone (IANA name, or UTC) of HL7 v2 times sent without an offset.",
+    "mllp_max_message_bytes": "Largest HL7 v2 message accepted over MLLP or in a .hl7 file "
+    "(bytes); larger ones are rejected (AR) and dead-lettered.",
+    "mllp_idle_timeout_seconds": "An MLLP connection that sends nothing for this long is "
+    "closed.",
     "hub_url": "URL of the network hub the node agent connects out to (empty: the node is "
     "not in a network). Needs the membership files in DIR/network/ (healthmesh node join).",
     "agent_poll_seconds": "How long one long-poll of the node agent waits at the hub for "
     "tasks before asking again.",
+    "access_token_seconds": "Lifetime of the access tokens the node issues (seconds); "
+    "clients refresh or ask again. At most 86400.",
+    "tls_certificate": "PEM certificate (chain) 'healthmesh serve' presents for HTTPS, "
+    "relative to the node folder (empty: plain HTTP).",
+    "tls_private_key": "PEM private key of tls_certificate, relative to the node folder.",
+    "hub_tls_ca": "PEM certificate(s) the node agent trusts for the hub's TLS certificate, "
+    "relative to the node folder (empty: the system's trust store).",
+    "rate_limit_per_minute": "Requests per minute one client (access token subject) or one "
+    "IP address may make before getting 429 Too Many Requests.",
     "release_review": "'auto': federated results that pass disclosure control leave at once; "
     "'manual': they wait for a data steward (healthmesh release approve).",
 }

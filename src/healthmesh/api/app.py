@@ -12,15 +12,18 @@ import logging
 import uuid
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from healthmesh import __version__
-from healthmesh.api import export, fhir, patient
+from healthmesh.api import auth, export, fhir, patient
+from healthmesh.api import terminology as terminology_api
+from healthmesh.api.limits import RateLimits, TooManyRequests, harden
 from healthmesh.errors import FhirError, Issue, operation_outcome
 from healthmesh.node import Node
+from healthmesh.web import install_node_pages
 
 __all__ = ["create_app"]
 
@@ -32,8 +35,15 @@ def _outcome(status: int, code: str, message: str) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=fhir.FHIR_JSON)
 
 
-def create_app(node: Node) -> FastAPI:
-    """The FastAPI application serving ``node``."""
+def create_app(node: Node, *, insecure_dev: bool = False) -> FastAPI:
+    """The FastAPI application serving ``node``.
+
+    Every route but discovery (``/fhir/metadata``, ``/.well-known/*``, ``/auth/*``) and
+    the documentation pages requires an access token; ``insecure_dev`` also accepts the
+    unauthenticated ``X-Requester`` headers and logs a warning on every request.
+    No CORS headers are sent: browsers refuse cross-origin calls unless a deployment
+    adds them deliberately.
+    """
     # FastAPIOffline serves the Swagger UI and ReDoc assets from the package:
     # nodes run without internet access, so /docs must not load from a CDN.
     app = FastAPIOffline(
@@ -42,15 +52,32 @@ def create_app(node: Node) -> FastAPI:
         description="FHIR R4 REST API of a healthmesh node.",
     )
     app.state.node = node
-    app.include_router(export.router)  # before fhir: /fhir/$export is not /fhir/{rtype}
-    app.include_router(fhir.router)
-    app.include_router(patient.router)
+    app.state.insecure_dev = insecure_dev
+    app.state.limits = RateLimits(node.settings.rate_limit_per_minute)
+    app.include_router(auth.well_known)
+    app.include_router(auth.router)
+    signed_in = [Depends(fhir.authenticated)]  # 401 before any body or parameter is read
+    app.include_router(fhir.public)  # /fhir/metadata
+    # export and terminology before fhir: /fhir/$export and CodeSystem/$lookup are no reads
+    app.include_router(export.router, dependencies=signed_in)
+    app.include_router(terminology_api.router, dependencies=signed_in)
+    app.include_router(fhir.router, dependencies=signed_in)
+    app.include_router(patient.router, dependencies=signed_in)
+    install_node_pages(app)  # /web: patient portal, steward console
+
+    harden(app, app.state.limits, lambda status, text: _outcome(status, "throttled", text),
+           warning="INSECURE DEV MODE (no authentication for X-Requester callers)"
+           if insecure_dev else None)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
-        return Response(
-            orjson.dumps(exc.outcome()), status_code=exc.status, media_type=fhir.FHIR_JSON
-        )
+        headers = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="healthmesh"'
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        return Response(orjson.dumps(exc.outcome()), status_code=exc.status,
+                        media_type=fhir.FHIR_JSON, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -16,6 +16,8 @@ _INTERACTIONS = [
     "search-type",
 ]
 _SEARCH_TYPES = {"token", "string", "date", "reference", "quantity", "number", "uri"}
+_TERMINOLOGY_OPERATIONS = {"CodeSystem": ("lookup", "validate-code"),
+                           "ValueSet": ("validate-code",), "ConceptMap": ("translate",)}
 
 
 def _resource_entry(rtype: str) -> dict[str, Any]:
@@ -36,6 +38,11 @@ def _resource_entry(rtype: str) -> dict[str, Any]:
         "conditionalDelete": "not-supported",
         "searchParam": params,
     }
+    if rtype in _TERMINOLOGY_OPERATIONS:  # answered by api/terminology.py
+        entry["operation"] = [
+            {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/{rtype}-{name}"}
+            for name in _TERMINOLOGY_OPERATIONS[rtype]
+        ]
     if rtype == "Patient":
         entry["operation"] = [
             {"name": "everything",

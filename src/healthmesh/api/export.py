@@ -11,12 +11,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 
 from healthmesh.api.fhir import base_url, fhir_response, json_response, requester_of
+from healthmesh.api.openapi import responses
 from healthmesh.errors import InvalidRequest, Issue, operation_outcome
 from healthmesh.node import Node
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/fhir", tags=["Bulk Data"])
+router = APIRouter(prefix="/fhir", tags=["Bulk Data"], responses=responses(
+    (202, "Accepted: the export runs (Content-Location names its status URL)", None),
+    (500, "The export failed (OperationOutcome)", "application/fhir+json")))
 
 
 def _node(request: Request) -> Node:

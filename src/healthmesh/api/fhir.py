@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 
 from healthmesh.api.bodies import read_json_body
 from healthmesh.api.capability import capability_statement
+from healthmesh.api.openapi import FhirJSON, responses
 from healthmesh.api.shaping import shape_resource
 from healthmesh.errors import Issue, MethodNotAllowed, operation_outcome
 from healthmesh.fhir.bundles import process_bundle
@@ -26,10 +27,14 @@ from healthmesh.node import Node
 from healthmesh.store.base import SearchPage, StoredResource
 from healthmesh.store.sqlite import instant
 
-__all__ = ["FHIR_JSON", "base_url", "fhir_response", "json_response", "requester_of", "router"]
+__all__ = ["FHIR_JSON", "authenticated", "base_url", "fhir_response", "json_response", "public",
+           "requester_of", "router"]
 
 FHIR_JSON = "application/fhir+json"
-router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
+router = APIRouter(prefix="/fhir", tags=["FHIR R4"], default_response_class=FhirJSON,
+                   responses=responses((201, "Created", "application/fhir+json"),
+                                       (204, "No content", None)))
+public = APIRouter(prefix="/fhir", tags=["FHIR R4"], default_response_class=FhirJSON)
 
 
 def _node(request: Request) -> Node:
@@ -38,8 +43,23 @@ def _node(request: Request) -> Node:
 
 
 def requester_of(request: Request) -> Requester:
-    """Who is calling and why (from the request headers until tokens exist)."""
-    return requester_from_headers(request.headers, _node(request).patient_tokens)
+    """Who is calling and why: from the verified access token (or, on a node started
+    with ``--insecure-dev`` only, from unauthenticated headers). Kept on the request,
+    so the token is verified once however often a route asks."""
+    found: Requester | None = getattr(request.state, "requester", None)
+    if found is None:
+        found = requester_from_headers(request.headers, _node(request).auth.tokens,
+                                       insecure_dev=request.app.state.insecure_dev)
+        if found.agent is not None:
+            request.app.state.limits.client(found.agent)
+        request.state.requester = found
+    return found
+
+
+def authenticated(request: Request) -> None:
+    """Router dependency: the caller is authenticated before the route reads its body or
+    checks its parameters, so an anonymous caller learns nothing but 401 (or 429)."""
+    requester_of(request)
 
 
 def _repo(request: Request) -> GuardedRepository:
@@ -99,7 +119,7 @@ def _write_response(request: Request, stored: StoredResource, status: int) -> Re
 # -- whole system --------------------------------------------------------------------
 
 
-@router.get("/metadata", summary="CapabilityStatement")
+@public.get("/metadata", summary="CapabilityStatement")
 def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(_node(request), base_url(request)))
 
@@ -110,7 +130,7 @@ async def system_bundle(request: Request) -> Response:
     body = await read_json_body(request, _node(request).settings)
     repo = _repo(request)
     result = process_bundle(repo.fhir, body, base_url(request), read=repo.read,
-                            audit=repo.audit_bundle)
+                            audit=repo.audit_bundle, authorize=repo.authorize_write)
     return fhir_response(result)
 
 

@@ -4,7 +4,8 @@ Every route but ``/health`` and ``/network/*`` needs a request signed by a membe
 (``X-Healthmesh-Signature``). Two routes long-poll: a node agent's
 ``GET /agent/tasks?wait=S`` returns as soon as a task for it arrives, and a
 requester's ``GET /tasks/{id}?wait=S`` as soon as every site has answered (or the
-deadline passed). Errors are JSON ``{"error": message}`` with the hub's status.
+deadline passed). Errors are JSON ``{"error": message}`` with the hub's status. Requests
+per address are rate-limited and responses carry security headers (api/limits.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi_offline import FastAPIOffline
 
 from healthmesh import __version__
+from healthmesh.api.limits import RateLimits, harden
 from healthmesh.network.hub import MAX_WAIT, Hub, HubError
+from healthmesh.web import install_hub_pages
 
 __all__ = ["create_hub_app"]
 
@@ -68,10 +71,11 @@ async def _capped_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def create_hub_app(hub: Hub) -> FastAPI:
+def create_hub_app(hub: Hub, *, hub_rate_limit: int = 6000) -> FastAPI:
     """The FastAPI application serving ``hub``."""
     app = FastAPIOffline(title="healthmesh hub", version=__version__,
                          description="Member registry, agreements and federated task broker.")
+    harden(app, RateLimits(hub_rate_limit), lambda status, text: _json({"error": text}, status))
     waiters = _Waiters()
 
     async def sender(request: Request) -> tuple[str, bytes]:
@@ -187,4 +191,5 @@ def create_hub_app(hub: Hub) -> FastAPI:
         return _json({"accepted": True})
 
     app.state.hub = hub
+    install_hub_pages(app, hub.folder)  # /web/dashboard: public-health indicators
     return app

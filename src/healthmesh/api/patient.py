@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from healthmesh.api.bodies import read_json_body
 from healthmesh.api.fhir import FHIR_JSON, json_response, requester_of
+from healthmesh.api.openapi import responses
 from healthmesh.errors import InvalidRequest
 from healthmesh.gate.patient import ConsentChoice, PatientPortal, receipt_html
 from healthmesh.gate.requester import Forbidden
@@ -18,7 +19,8 @@ from healthmesh.node import Node
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/patient", tags=["Patient"])
+router = APIRouter(prefix="/patient", tags=["Patient"], responses=responses(
+    (201, "Created", "application/json")))
 
 
 def _me(request: Request) -> tuple[PatientPortal, str]:

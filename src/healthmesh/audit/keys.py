@@ -18,7 +18,6 @@ import os
 import stat
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -72,10 +71,10 @@ def load_node_key(folder: Path) -> Ed25519PrivateKey | None:
     if not path.exists():
         return None
     _check_private(path)
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(f"{path} is not a readable unencrypted PEM key: {exc}") from None
+    try:  # encrypted keys load with HEALTHMESH_KEY_PASSPHRASE_FILE (security/keys.py)
+        key = security_keys.read_key_file(path)
+    except SecurityError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} is not an ed25519 key")
     return key
@@ -90,25 +89,14 @@ def _key_dir(folder: Path) -> Path:
 
 
 def _write_new_key(path: Path) -> None:
-    """Write a fresh key to ``path`` unless one appears there first."""
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a fresh key to ``path`` unless one appears there first (encrypted when a key
+    passphrase is configured)."""
     try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another process created the key meanwhile
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+        security_keys.write_key_file(path, Ed25519PrivateKey.generate())
+    except SecurityError:
+        if not path.exists():
+            raise
+        # another process created the key meanwhile: use theirs
 
 
 def load_or_create_node_key(folder: Path) -> Ed25519PrivateKey:

@@ -217,12 +217,14 @@ def _entry_path(index: int, expression: str | None) -> str:
 
 def process_bundle(
     service: FhirService, bundle: Any, base_url: str = "", *,
-    read: Any = None, audit: Any = None,
+    read: Any = None, audit: Any = None, authorize: Any = None,
 ) -> dict[str, Any]:
     """Run a transaction or batch; returns the response Bundle.
 
     ``read(type, id)`` serves GET entries (the egress gate's read, so a bundle cannot
-    bypass consent); ``audit(btype, written)`` records what the bundle wrote.
+    bypass consent); ``authorize(method, type, id, resource)`` may refuse a write entry
+    (the gate's scope check) by raising; ``audit(btype, written)`` records what the
+    bundle wrote.
     """
     btype, prepared = prepare_bundle(service, bundle)
     responses: list[dict[str, Any]] = [{} for _ in prepared]
@@ -231,10 +233,11 @@ def process_bundle(
     if btype == "transaction":
         with service.store.transaction():
             for item in order:
-                responses[item.index] = _apply(service, item, base_url, reader)
+                responses[item.index] = _apply(service, item, base_url, reader, authorize)
     else:
         for item in order:
-            responses[item.index] = _apply_batch_entry(service, item, base_url, reader)
+            responses[item.index] = _apply_batch_entry(service, item, base_url, reader,
+                                                       authorize)
     if audit is not None:
         audit(btype, [r["response"].get("location", "") for r in responses if "response" in r])
     return {
@@ -245,13 +248,13 @@ def process_bundle(
 
 
 def _apply_batch_entry(
-    service: FhirService, item: PreparedEntry, base_url: str, reader: Any
+    service: FhirService, item: PreparedEntry, base_url: str, reader: Any, authorize: Any
 ) -> dict[str, Any]:
     if item.error is not None:
         return _error_entry(item.error)
     try:
         with service.store.transaction():
-            return _apply(service, item, base_url, reader)
+            return _apply(service, item, base_url, reader, authorize)
     except FhirError as exc:
         return _error_entry(exc)
 
@@ -266,10 +269,13 @@ _REASON = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404
 
 
 def _apply(
-    service: FhirService, item: PreparedEntry, base_url: str, reader: Any
+    service: FhirService, item: PreparedEntry, base_url: str, reader: Any,
+    authorize: Any = None,
 ) -> dict[str, Any]:
     if item.method == "GET":
         return _apply_get(reader, item)
+    if authorize is not None:
+        authorize(item.method, item.rtype, item.rid, item.resource)
     if item.method == "DELETE":
         if item.rid is not None:
             service.store.delete(item.rtype, item.rid)

@@ -24,6 +24,7 @@ from healthmesh.errors import FhirError, NotFound
 from healthmesh.fhir.search_params import patient_compartment
 from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.fhir.service import FhirService
+from healthmesh.gate import access
 from healthmesh.gate.requester import Forbidden, Requester
 from healthmesh.gate.scopes import ALL, NONE, PARTIAL, AccessScopes
 from healthmesh.store.base import HistoryEntry, SearchPage, StoredResource, WriteResult
@@ -100,6 +101,10 @@ class GuardedRepository:
     # -- decisions -------------------------------------------------------------------
 
     def _require_purpose(self, action: str) -> None:
+        if self.requester.access is not None and self.requester.purpose is None:
+            self._audit(action, "deny", rule="purpose:missing", outcome=403,
+                        reason="The access token carries no purpose of use")
+            raise Forbidden("The access token carries no purpose of use")
         if self.requester.purpose is None and not self.requester.is_patient:
             self._audit(action, "deny", rule="purpose:missing", outcome=403,
                         reason="No purpose of use was given")
@@ -146,19 +151,31 @@ class GuardedRepository:
 
     # -- reads -----------------------------------------------------------------------
 
+    def _scoped(self, action: str, check: Callable[[], Any]) -> Any:
+        """Run a scope check; a refusal is audited like a consent refusal."""
+        try:
+            return check()
+        except access.InsufficientScope as exc:
+            self._audit(action, "deny", rule="scope", reason=str(exc)[:500], outcome=403)
+            raise
+
     @_guarded
     def read(self, rtype: str, rid: str) -> StoredResource:
         self._require_purpose("read")
+        self._scoped("read", lambda: access.scope_params(self.requester, rtype, "r"))
         stored = self.fhir.read(rtype, rid)
         return self._one("read", stored)
 
     @_guarded
     def vread(self, rtype: str, rid: str, version: str) -> StoredResource:
         self._require_purpose("vread")
+        self._scoped("vread", lambda: access.scope_params(self.requester, rtype, "r"))
         stored = self.fhir.vread(rtype, rid, version)
         return self._one("vread", stored)
 
     def _one(self, action: str, stored: StoredResource) -> StoredResource:
+        self._scoped(action, lambda: access.matches_constraints(self, self.requester, stored,
+                                                                "r"))
         decision = self.decision(stored)
         if decision is not None and not decision.permit:
             raise self._denied(action, stored, decision)
@@ -166,22 +183,41 @@ class GuardedRepository:
         return stored
 
     def parse(self, rtype: str, params: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
-        return self.fhir.parse(rtype, params, strict=strict)
+        """A search of ``rtype``, narrowed by the access token's scope constraints."""
+        extra = self._scoped("search", lambda: access.scope_params(self.requester, rtype, "s"))
+        return self.fhir.parse(rtype, [*params, *extra], strict=strict)
+
+    def _restrict(self, query: SearchQuery, *more: tuple[str, list[object]] | None) -> None:
+        """AND the consent scope, the token's patient context and ``more`` into ``query``."""
+        parts = [p for p in (self.scopes.restriction(self.requester),
+                             access.context_condition(self.requester), *more) if p is not None]
+        if parts:
+            query.restrict = (" AND ".join(f"({p[0]})" for p in parts),
+                              [a for p in parts for a in p[1]])
 
     @_guarded
     def search(self, query: SearchQuery, cursor: str | None = None) -> SearchPage:
         """A page of matches the requester may see; totals and includes filtered alike."""
         self._require_purpose("search")
-        query.restrict = self.scopes.restriction(self.requester)
+        self._scoped("search", lambda: access.scope_params(
+            self.requester, query.resource_type, "s"))
+        self._restrict(query)
         page = self.fhir.search(query, cursor)
         page.matches = self._filter_partial(page.matches)
         if page.total is not None:
             page.total -= self._denied_partial(query)
-        page.included = [s for s in page.included if self._allowed(s)]
+        page.included = [s for s in page.included if self._allowed(s) and self._in_scope(s)]
         self._audit("search", "permit", [*page.matches, *page.included],
                     rule=f"scope:{self.requester.scope_key()}",
                     detail={"type": query.resource_type, "matches": len(page.matches)})
         return page
+
+    def _in_scope(self, stored: StoredResource) -> bool:
+        try:
+            access.matches_constraints(self, self.requester, stored, "r")
+        except access.InsufficientScope:
+            return False
+        return True
 
     def _filter_partial(self, items: list[StoredResource]) -> list[StoredResource]:
         """Drop the records of partially covered patients that the per-record check refuses."""
@@ -233,11 +269,9 @@ class GuardedRepository:
         self, query: SearchQuery, action: str, extra: tuple[str, list[object]] | None
     ) -> Iterator[StoredResource]:
         self._require_purpose(action)
-        restriction = self.scopes.restriction(self.requester)
-        parts = [r for r in (restriction, extra) if r is not None]
-        if parts:
-            sql = " AND ".join(f"({p[0]})" for p in parts)
-            query.restrict = (sql, [a for p in parts for a in p[1]])
+        self._scoped(action, lambda: access.scope_params(self.requester, query.resource_type,
+                                                         "r"))
+        self._restrict(query, extra)
         for batch in self._batches(query):
             kept = self._filter_partial(batch)
             yield from kept
@@ -249,8 +283,11 @@ class GuardedRepository:
         since: int | None,
     ) -> list[HistoryEntry]:
         self._require_purpose("history")
+        if rtype is not None:
+            self._scoped("history", lambda: access.scope_params(self.requester, rtype, "r"))
         entries = self.fhir.history(rtype, rid, count=count, offset=offset, since=since)
-        kept = [e for e in entries if self._history_allowed(e)]
+        kept = [e for e in entries if self._history_allowed(e)
+                and (e.stored.content is None or self._in_scope(e.stored))]
         self._audit("history", "permit", [e.stored for e in kept if e.stored.content])
         return kept
 
@@ -266,11 +303,15 @@ class GuardedRepository:
     def everything(self, patient_id: str) -> list[StoredResource]:
         """The patient's record as far as this requester may see it."""
         self._require_purpose("everything")
+        self._scoped("everything", lambda: access.scope_params(self.requester, "Patient", "r"))
         patient = self.fhir.read("Patient", patient_id)
+        self._scoped("everything", lambda: access.matches_constraints(
+            self, self.requester, patient, "r"))
         decision = self.decision(patient)
         if decision is not None and not decision.permit:
             raise self._denied("everything", patient, decision)
-        out = [s for s in self.fhir.everything(patient_id) if self._allowed(s)]
+        out = [s for s in self.fhir.everything(patient_id) if self._allowed(s)
+               and access.visible_type(self.requester, s.type) and self._in_scope(s)]
         self._audit("everything", "permit", out, rule=decision.rule if decision else None)
         return out
 
@@ -351,6 +392,7 @@ class GuardedRepository:
 
     @_guarded
     def create(self, rtype: str, body: Any, if_none_exist: str | None) -> WriteResult:
+        self._check_write("create", rtype, "c", body)
         result = self.fhir.create(rtype, body, if_none_exist=if_none_exist)
         if result.outcome == "existing":  # the match is returned: that is a read
             decision = self.decision(result.stored)
@@ -363,15 +405,40 @@ class GuardedRepository:
 
     @_guarded
     def update(self, rtype: str, rid: str, body: Any, if_match: str | None) -> WriteResult:
+        self._check_write("update", rtype, "u", body)
+        current = self.fhir.store.read(rtype, rid)
+        if current is not None and not current.deleted:
+            self._scoped("update", lambda: access.matches_constraints(
+                self, self.requester, current, "u"))
         result = self.fhir.update(rtype, rid, body, if_match=if_match)
         self._audit("update", "n/a", [result.stored])
         return result
 
     @_guarded
     def delete(self, rtype: str, rid: str) -> None:
+        self._check_write("delete", rtype, "d", None)
+        current = self.fhir.store.read(rtype, rid)
+        if current is not None and not current.deleted:
+            self._scoped("delete", lambda: access.matches_constraints(
+                self, self.requester, current, "d"))
         result = self.fhir.delete(rtype, rid)
         if result is not None:
             self._audit("delete", "n/a", [result.stored])
+
+    def authorize_write(self, method: str, rtype: str, rid: str | None, body: Any) -> None:
+        """The scope check of one write entry of a transaction or batch bundle."""
+        perm = {"POST": "c", "DELETE": "d"}.get(method, "u")
+        self._check_write(method.lower() if method != "POST" else "create", rtype, perm, body)
+        current = self.fhir.store.read(rtype, rid) if rid and perm != "c" else None
+        if current is not None and not current.deleted:
+            self._scoped("update", lambda: access.matches_constraints(
+                self, self.requester, current, perm))
+
+    def _check_write(self, action: str, rtype: str, perm: str, body: Any) -> None:
+        """Writes need the interaction in the token's scopes, and a token bound to one
+        patient writes only that patient's data."""
+        self._scoped(action, lambda: access.scope_params(self.requester, rtype, perm))
+        self._scoped(action, lambda: access.body_within_context(self.requester, body))
 
     @_guarded
     def audit_bundle(self, btype: str, locations: list[str]) -> None:
@@ -400,7 +467,8 @@ class GuardedRepository:
             actor=req.actor, action=action, organisation=req.organisation, purpose=req.purpose,
             resource_types=tuple(sorted({s.type for s in items})), resources=tuple(refs),
             patients=tuple(patients), decision=decision, rule=rule, reason=reason,
-            request_id=req.request_id, outcome=outcome, detail=detail,
+            request_id=req.request_id, outcome=outcome,
+            detail={**(detail or {}), "agent": req.agent} if req.agent else detail,
         ))
 
 

@@ -1,27 +1,24 @@
 """Who is asking and why: the requester of one request.
 
-Until the security layer lands (issue 5), a node learns the requester from
-request headers — ``X-Requester`` (a reference such as ``Organization/uni-research``)
-and ``X-Purpose-Of-Use`` (an HL7 v3 ActReason code) — or, for a patient, from a
-patient token (``Authorization: Bearer ...``) issued by ``healthmesh patient token``.
-Once access tokens exist, the gate takes both from the verified token only.
+A node learns who calls from the verified access token (:mod:`healthmesh.auth`): the
+organisation acting (the consent recipient), the purpose of use, the SMART scopes, the
+patient context, and the user or client behind it. Only a node started with
+``--insecure-dev`` also takes unauthenticated ``X-Requester`` / ``X-Purpose-Of-Use``
+headers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import orjson
-
+from healthmesh.auth.scopes import ScopeSet
+from healthmesh.auth.tokens import AccessClaims, TokenService, Unauthorized
 from healthmesh.errors import FhirError, InvalidRequest
 
-__all__ = ["PatientTokens", "Requester", "requester_from_headers"]
+__all__ = ["Forbidden", "Requester", "requester_from_headers", "requester_from_token"]
 
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}$")
 _PURPOSE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
@@ -37,6 +34,12 @@ class Requester:
     purpose: str | None
     patient: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    #: the access token's SMART scopes (None: a local, trusted caller such as the CLI)
+    access: ScopeSet | None = field(default=None, compare=False)
+    #: the patient a ``patient/`` scope is bound to (SMART launch context)
+    context_patient: str | None = None
+    #: the user or client acting (``user:NAME`` / ``client:ID``), for the audit log
+    agent: str | None = None
 
     @property
     def organisation(self) -> str | None:
@@ -59,46 +62,47 @@ class Forbidden(FhirError):
         super().__init__(message, [], 403, "forbidden")
 
 
-class PatientTokens:
-    """Patient access tokens of a node (hashes only), in ``DIR/patient-tokens.json``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _load(self) -> dict[str, str]:
-        if not self.path.exists():
-            return {}
-        data: dict[str, str] = orjson.loads(self.path.read_bytes())
-        return data
-
-    def issue(self, patient_id: str) -> str:
-        """A new token for ``patient_id`` (printed once; only its hash is kept)."""
-        token = secrets.token_urlsafe(24)
-        tokens = self._load()
-        tokens[_digest(token)] = patient_id
-        self.path.write_bytes(orjson.dumps(tokens))
-        self.path.chmod(0o600)
-        return token
-
-    def patient_for(self, token: str) -> str | None:
-        return self._load().get(_digest(token))
+def _actor(claims: AccessClaims) -> str:
+    if claims.role == "patient" and claims.patient:
+        return f"Patient/{claims.patient}"
+    if claims.org:
+        return claims.org if "/" in claims.org else f"Organization/{claims.org}"
+    return f"Device/{claims.client_id}"
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def requester_from_token(token: str, tokens: TokenService, purpose: str | None) -> Requester:
+    """The requester an access token names; its purpose of use comes from the token."""
+    claims = tokens.verify(token)
+    if purpose is not None and purpose != claims.purpose:
+        raise Forbidden(f"The purpose of use is the access token's ({claims.purpose}); "
+                        f"ask for a token for {purpose} instead")
+    is_patient = claims.role == "patient" and claims.patient is not None
+    return Requester(
+        _actor(claims), claims.purpose, claims.patient if is_patient else None,
+        access=claims.scopes, context_patient=claims.patient, agent=claims.agent,
+    )
 
 
-def requester_from_headers(headers: Mapping[str, str], tokens: PatientTokens) -> Requester:
-    """The requester of an HTTP request (headers are case-insensitive)."""
+def requester_from_headers(
+    headers: Mapping[str, str], tokens: TokenService, *, insecure_dev: bool = False,
+) -> Requester:
+    """The requester of an HTTP request (headers are case-insensitive).
+
+    An ``Authorization: Bearer`` access token is required; only a node started with
+    ``--insecure-dev`` also takes the unauthenticated ``X-Requester`` and
+    ``X-Purpose-Of-Use`` headers (for development, never in production).
+    """
     purpose = headers.get("x-purpose-of-use")
     if purpose is not None and not _PURPOSE.match(purpose):
         raise InvalidRequest(f"X-Purpose-Of-Use must be an ActReason code, not '{purpose}'")
     auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        patient = tokens.patient_for(auth[7:].strip())
-        if patient is None:
-            raise Forbidden("The patient token is not valid")
-        return Requester(f"Patient/{patient}", purpose or PATIENT_PURPOSE, patient)
+    if auth[:7].lower() == "bearer ":
+        return requester_from_token(auth[7:].strip(), tokens, purpose)
+    if auth:
+        raise Unauthorized("Only 'Authorization: Bearer <access token>' is accepted")
+    if not insecure_dev:
+        raise Unauthorized("This node requires an access token "
+                           "('Authorization: Bearer ...'; see /.well-known/smart-configuration)")
     actor = headers.get("x-requester", "anonymous")
     if actor != "anonymous" and not _REFERENCE.match(actor):
         raise InvalidRequest(f"X-Requester must be a reference like Organization/x, not '{actor}'")

@@ -50,8 +50,9 @@ def node_identity(node: Node) -> Identity:
     if node.settings.organization and node.settings.organization != org:
         raise ConfigError(f"the node's organization setting ({node.settings.organization}) "
                           f"differs from its membership certificate ({org})")
+    tls_ca = node.folder / node.settings.hub_tls_ca if node.settings.hub_tls_ca else None
     return Identity(org, load_node_key(node.folder), cert.read_text(), ca.read_bytes(),
-                    node.settings.hub_url.rstrip("/"))
+                    node.settings.hub_url.rstrip("/"), tls_ca)
 
 
 def _crl(folder: Path) -> bytes | None:

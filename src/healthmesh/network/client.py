@@ -23,6 +23,7 @@ import orjson
 
 from healthmesh.errors import HealthmeshError
 from healthmesh.network.members import Identity, MemberDirectory
+from healthmesh.security.tls import client_context
 
 __all__ = ["HubClient", "HubUnavailable", "Network", "QueryResult", "connect"]
 
@@ -41,8 +42,9 @@ class HubClient:
     def __init__(self, identity: Identity, *, base_url: str | None = None,
                  transport: httpx.BaseTransport | None = None, timeout: float = 30) -> None:
         self.identity = identity
+        verify: Any = client_context(identity.tls_ca) if identity.tls_ca else True
         self.http = httpx.Client(base_url=base_url or identity.hub_url, transport=transport,
-                                 timeout=timeout)
+                                 timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self.http.close()

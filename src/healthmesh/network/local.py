@@ -40,7 +40,7 @@ from healthmesh.network.hub_state import HubState
 from healthmesh.network.members import Identity, sign_agreement, write_credentials
 from healthmesh.security import NetworkAuthority, generate_key, make_csr
 
-__all__ = ["ANALYST", "NetworkLayout", "network_down", "network_status", "network_up",
+__all__ = ["ANALYST", "NetworkLayout", "network_down", "network_status", "network_up", "tls_ca",
            "site_kind"]
 
 ANALYST = "Organization/analyst"
@@ -102,11 +102,12 @@ def network_up(root: Path, *, sites: list[str], patients: int, seed: int,
     layout.root.mkdir(parents=True, exist_ok=True)
     data = data or _synthesise(layout.root / "data", sites, patients, seed, say)
     ports = _ports(port, len(sites) + 1)
-    hub_url = f"http://127.0.0.1:{ports[0]}"
+    hub_url = f"https://127.0.0.1:{ports[0]}"
     authority = _authority(layout)
     _setup_hub(layout, authority)
     for site in sites:
         _setup_node(layout, authority, site, hub_url, data, say)
+    _setup_tls(layout, sites)
     _setup_analyst(layout, authority, hub_url)
     _agreements(layout, sites)
     return _start(layout, sites, ports, hub_url, say)
@@ -150,6 +151,27 @@ def _membership(authority: NetworkAuthority, folder: Path, key: Any, org_id: str
     _write(folder / "crl.pem", authority.crl_pem())
 
 
+TLS_HOSTS = ["127.0.0.1", "localhost"]
+
+
+def _setup_tls(layout: NetworkLayout, sites: list[str]) -> None:
+    """A local CA for the network (DIR/tls) and a server certificate for the hub and each
+    node; each member gets a copy of the CA certificate to trust the others."""
+    from healthmesh.security.tls import TlsFiles, create_tls
+
+    ca = TlsFiles(layout.root).ca_cert
+    for folder in (layout.hub, *(layout.node(s) for s in sites)):
+        folder.mkdir(parents=True, exist_ok=True)
+        if not TlsFiles(folder).server_cert.exists():
+            create_tls(folder, TLS_HOSTS, ca_folder=layout.root)
+        _write(TlsFiles(folder).folder / "network-ca.pem", ca.read_bytes())
+
+
+def tls_ca(root: Path) -> Path:
+    """The certificate that signed every TLS certificate of the local network at ``root``."""
+    return Path(root) / "tls" / "ca-cert.pem"
+
+
 def _setup_hub(layout: NetworkLayout, authority: NetworkAuthority) -> None:
     key = load_or_create_node_key(layout.hub)
     _membership(authority, layout.hub, key, "hub", "Network hub", ["hub"], "hub-cert.pem")
@@ -180,7 +202,9 @@ def _set_node_config(folder: Path, name: str, site: str, hub_url: str) -> None:
     label = name.replace('"', "'")
     (folder / "node.toml").write_text(
         f'[node]\nname = "{label}"\norganization = "Organization/{site}"\n'
-        f'hub_url = "{hub_url}"\nagent_poll_seconds = 20\n', "utf-8")
+        f'hub_url = "{hub_url}"\nagent_poll_seconds = 20\n'
+        'tls_certificate = "tls/server-cert.pem"\ntls_private_key = "tls/server-key.pem"\n'
+        'hub_tls_ca = "tls/network-ca.pem"\n', "utf-8")
 
 
 def _site_name(data: Path, site: str) -> str:
@@ -202,8 +226,9 @@ def _setup_analyst(layout: NetworkLayout, authority: NetworkAuthority, hub_url: 
     key = load_private_key(key_path)
     _membership(authority, folder, key, "analyst", "Network Analytics Office",
                 ["research", "public-health"], "member-cert.pem")
+    _write(folder / "tls-ca.pem", tls_ca(layout.root).read_bytes())
     write_credentials(folder / "credentials.json", org=ANALYST, hub=hub_url, key="key.pem",
-                      cert="member-cert.pem", ca="ca-cert.pem")
+                      cert="member-cert.pem", ca="ca-cert.pem", tls_ca="tls-ca.pem")
 
 
 def demo_agreements(sites: list[str]) -> list[Agreement]:
@@ -279,18 +304,19 @@ def _start(layout: NetworkLayout, sites: list[str], ports: list[int], hub_url: s
     try:
         processes["hub"] = _spawn(["hub", "serve", str(layout.hub), "--port", str(ports[0])],
                                   logs / "hub.log")
-        _wait_http(f"{hub_url}/health", processes["hub"], logs / "hub.log")
+        _wait_http(f"{hub_url}/health", processes["hub"], logs / "hub.log", layout.root)
         nodes = {}
         for site, port in zip(sites, ports[1:], strict=True):
             processes[site] = _spawn(["serve", str(layout.node(site)), "--port", str(port)],
                                      logs / f"{site}.log")
-            nodes[site] = {"fhir": f"http://127.0.0.1:{port}/fhir",
+            nodes[site] = {"fhir": f"https://127.0.0.1:{port}/fhir",
                            "org": f"Organization/{site}"}
         for site, port in zip(sites, ports[1:], strict=True):
-            _wait_http(f"http://127.0.0.1:{port}/fhir/metadata", processes[site],
-                       logs / f"{site}.log")
+            _wait_http(f"https://127.0.0.1:{port}/fhir/metadata", processes[site],
+                       logs / f"{site}.log", layout.root)
         state = {"hub": hub_url, "nodes": nodes, "credentials": str(
             (layout.analyst / "credentials.json").resolve()),
+            "tls_ca": str(tls_ca(layout.root).resolve()),
             "pids": {name: p.pid for name, p in processes.items()}, "started": started}
         layout.state_file.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
         _wait_connected(layout, sites, started)
@@ -325,14 +351,17 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, root: Path) -> None:
+    from healthmesh.security.tls import client_context
+
+    verify = client_context(tls_ca(root))
     until = time.monotonic() + START_TIMEOUT
     while time.monotonic() < until:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise HealthmeshError(f"{url}: the process exited ({process.returncode}):\n{tail}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

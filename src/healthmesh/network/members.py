@@ -154,6 +154,7 @@ class Identity:
     cert_pem: str
     ca_pem: bytes
     hub_url: str
+    tls_ca: Path | None = None  # trust anchor for the hub's TLS certificate (None: system)
 
     @classmethod
     def load(cls, credentials: Path) -> Identity:
@@ -165,6 +166,7 @@ class Identity:
                 org=data["org"], key=load_private_key(base / data["key"]),
                 cert_pem=(base / data["cert"]).read_text(), ca_pem=(base / data["ca"]).read_bytes(),
                 hub_url=data.get("hub", "").rstrip("/"),
+                tls_ca=base / data["tls_ca"] if data.get("tls_ca") else None,
             )
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ConfigError(f"credentials {credentials}: {exc}") from None
@@ -176,8 +178,12 @@ class Identity:
         return sign_payload(self.key, self.org, payload)
 
 
-def write_credentials(path: Path, *, org: str, hub: str, key: str, cert: str, ca: str) -> None:
-    """Write a credentials file (paths relative to its folder)."""
-    path.write_bytes(orjson.dumps({"org": org, "hub": hub, "key": key, "cert": cert, "ca": ca},
-                                  option=orjson.OPT_INDENT_2))
+def write_credentials(path: Path, *, org: str, hub: str, key: str, cert: str, ca: str,
+                      tls_ca: str | None = None) -> None:
+    """Write a credentials file (paths relative to its folder; ``tls_ca``: the certificate
+    that signed the hub's TLS certificate, when it is not in the system's trust store)."""
+    data = {"org": org, "hub": hub, "key": key, "cert": cert, "ca": ca}
+    if tls_ca:
+        data["tls_ca"] = tls_ca
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     path.chmod(0o600)

@@ -7,6 +7,12 @@ is given. Public keys travel as SubjectPublicKeyInfo PEM.
 
 A private key file that other users can read still loads (refusing would only make
 the node stop); :func:`key_file_warnings` lists such problems for ``healthmesh doctor``.
+
+Keys at rest: when ``HEALTHMESH_KEY_PASSPHRASE_FILE`` names a file (kept outside the node
+folder, e.g. on a separate volume or a secrets mount), every key written without an
+explicit passphrase is encrypted with that file's contents, and encrypted keys load with
+it; ``healthmesh keys protect DIR`` encrypts a node's existing keys. The passphrase is
+never logged.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from healthmesh.security.errors import SecurityError
 
 __all__ = [
+    "PASSPHRASE_ENV",
     "Passphrase",
+    "configured_passphrase",
+    "is_encrypted",
     "generate_key",
     "key_file_warnings",
     "load_private_key",
@@ -37,6 +46,32 @@ __all__ = [
 
 Passphrase = str | bytes | None
 """A key passphrase: text (encoded as UTF-8), bytes, or None for an unencrypted key."""
+PASSPHRASE_ENV = "HEALTHMESH_KEY_PASSPHRASE_FILE"
+
+
+def configured_passphrase() -> bytes | None:
+    """The passphrase in the file ``HEALTHMESH_KEY_PASSPHRASE_FILE`` names, or None."""
+    name = os.environ.get(PASSPHRASE_ENV)
+    if not name:
+        return None
+    try:
+        secret = Path(name).read_bytes().strip(b"\r\n")
+    except OSError as exc:
+        raise SecurityError(f"cannot read the key passphrase file ({PASSPHRASE_ENV}): "
+                            f"{exc.strerror}") from None
+    if len(secret) < 12:
+        raise SecurityError(f"the key passphrase file ({PASSPHRASE_ENV}) must hold at least "
+                            "12 characters")
+    return secret
+
+
+def is_encrypted(path: Path) -> bool:
+    """True if the PEM file at ``path`` holds an encrypted private key."""
+    try:
+        with path.open("rb") as handle:
+            return b"ENCRYPTED" in handle.read(64)
+    except OSError:
+        return False
 
 
 def generate_key(path: Path | str, passphrase: Passphrase = None) -> Ed25519PrivateKey:
@@ -104,6 +139,8 @@ def write_key_file(path: Path, key: Any, passphrase: Passphrase = None) -> None:
 
     The file appears complete or not at all; an existing file is never replaced.
     """
+    if passphrase is None:
+        passphrase = configured_passphrase()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, _encryption(passphrase)
     )
@@ -128,6 +165,8 @@ def read_key_file(path: Path, passphrase: Passphrase = None) -> Any:
     except OSError as exc:
         raise SecurityError(f"cannot read key file {path}: {exc.strerror}") from None
     password = _password(passphrase)
+    if password is None and b"ENCRYPTED" in data[:64]:
+        password = configured_passphrase()
     try:
         return serialization.load_pem_private_key(data, password=password)
     except TypeError:
