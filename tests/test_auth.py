@@ -134,11 +134,17 @@ def test_every_kind_of_bad_token_is_refused(gate_node: Node, tmp_path: Any) -> N
                                   "X-Purpose-Of-Use": "HRESCH"}, 403),
     }
     for name, (headers, status) in cases.items():
+        before = len(_audited_denials(gate_node))
         response = get(gate_node, "/fhir/Observation/o-p1", headers)
         assert response.status_code == status, (name, response.text)
         assert response.json()["resourceType"] == "OperationOutcome", name
+        denials = _audited_denials(gate_node)
+        assert len(denials) > before, f"{name}: refusal not audited"
         if status == 401:
             assert response.headers["www-authenticate"].startswith("Bearer"), name
+            newest = max(denials, key=lambda r: r.time)
+            assert newest.action == "authenticate" and newest.outcome == 401, name
+            assert newest.detail == {"method": "GET", "path": "/fhir/Observation/o-p1"}
     assert get(gate_node, "/fhir/Observation/o-p1",
                {"Authorization": "Bearer " + good}).status_code == 200
 

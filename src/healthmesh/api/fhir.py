@@ -18,11 +18,13 @@ from healthmesh.api.bodies import read_json_body
 from healthmesh.api.capability import capability_statement
 from healthmesh.api.openapi import FhirJSON, responses
 from healthmesh.api.shaping import shape_resource
-from healthmesh.errors import Issue, MethodNotAllowed, operation_outcome
+from healthmesh.audit.records import AuditRecord
+from healthmesh.auth.tokens import Unauthorized
+from healthmesh.errors import FhirError, Issue, MethodNotAllowed, operation_outcome
 from healthmesh.fhir.bundles import process_bundle
 from healthmesh.fhir.search_query import SearchQuery
 from healthmesh.gate.egress import GuardedRepository
-from healthmesh.gate.requester import Requester, requester_from_headers
+from healthmesh.gate.requester import Forbidden, Requester, requester_from_headers
 from healthmesh.node import Node
 from healthmesh.store.base import SearchPage, StoredResource
 from healthmesh.store.sqlite import instant
@@ -48,12 +50,28 @@ def requester_of(request: Request) -> Requester:
     so the token is verified once however often a route asks."""
     found: Requester | None = getattr(request.state, "requester", None)
     if found is None:
-        found = requester_from_headers(request.headers, _node(request).auth.tokens,
-                                       insecure_dev=request.app.state.insecure_dev)
+        node = _node(request)
+        try:
+            found = requester_from_headers(request.headers, node.auth.tokens,
+                                           insecure_dev=request.app.state.insecure_dev)
+        except (Unauthorized, Forbidden) as exc:
+            _audit_refusal(node, request, exc)
+            raise
         if found.agent is not None:
             request.app.state.limits.client(found.agent)
         request.state.requester = found
     return found
+
+
+def _audit_refusal(node: Node, request: Request, exc: FhirError) -> None:
+    """A refused credential is audited like a refused consent: the address that called,
+    the route and why (the token itself is never logged). Per-address rate limits bound
+    how fast anyone can fill the log this way."""
+    client = request.client.host if request.client else "unknown"
+    node.audit.append(AuditRecord(
+        actor=f"ip:{client}", action="authenticate", decision="deny", rule="token",
+        reason=str(exc)[:500], outcome=exc.status,
+        detail={"method": request.method, "path": request.url.path[:300]}))
 
 
 def authenticated(request: Request) -> None:
