@@ -28,6 +28,8 @@ def test_precedence_defaults_file_env_flags(
         ("[node]\nstrict_search = 'perhaps'\n", "strict_search"),
         ("[node]\nno_such_setting = 1\n", "unknown setting"),
         ("[node\n", "not valid TOML"),
+        ("[node]\nexport_deid_profile = 'scramble'\n", "export_deid_profile"),
+        ("[node]\ndeidentify_exports_for = 'HRESCH; DROP'\n", "deidentify_exports_for"),
     ],
 )
 def test_bad_values_name_the_setting(tmp_path: Path, content: str, message: str) -> None:

@@ -6,17 +6,28 @@ resource type through the requester's :class:`~healthmesh.gate.egress.GuardedRep
 ``DIR/exports/<job>/``. The job's state lives in ``job.json`` beside its files, so
 status survives a restart (an unfinished job is reported as failed after one).
 Only the requester who started a job may poll it or download its files.
+
+A job can be **de-identified** (``_deidentify=safe-harbor|date-shift|pseudonymize``, a
+healthmesh extension): every resource goes through
+:class:`~healthmesh.privacy.deid.Deidentifier` after the gate has let it out and before
+it is written. Exports for the purposes in the setting ``deidentify_exports_for``
+(research by default) are always de-identified, with ``export_deid_profile`` unless the
+request names a profile; asking for ``none`` there is refused. Keyed profiles use one
+project key per recipient organisation, ``DIR/keys/deid/<organisation>.key``, made on
+first use: the same recipient gets the same pseudonyms in every export, another recipient
+unlinkable ones, and only the node can re-identify (``healthmesh deid-reidentify``).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,9 +37,15 @@ from healthmesh.fhir.validation import resource_types
 from healthmesh.gate.access import scope_params, visible_type
 from healthmesh.gate.egress import EgressGate
 from healthmesh.gate.requester import Forbidden, Requester
+from healthmesh.settings import Settings, deidentified_purposes
 from healthmesh.store.sqlite import instant
 
+if TYPE_CHECKING:  # imported when an export is de-identified (pandas makes it slow)
+    from healthmesh.privacy.deid import Deidentifier, DeidKey
+
 __all__ = ["BulkExports", "ExportJob"]
+
+_DEID_PROFILES = ("safe-harbor", "date-shift", "pseudonymize")
 
 _JOB_FILE = "job.json"
 
@@ -50,25 +67,33 @@ class ExportJob:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     progress: str = ""
+    deidentified: str | None = None  # the de-identification profile, if any
+    deid_key: str | None = None  # fingerprint of the project key it used
 
 
 class BulkExports:
     """Bulk export jobs of one node."""
 
-    def __init__(self, folder: Path, gate: EgressGate) -> None:
+    def __init__(self, folder: Path, gate: EgressGate, settings: Settings | None = None) -> None:
         self.folder = folder / "exports"
+        self.keys = folder / "keys" / "deid"
         self.gate = gate
+        self.settings = settings or Settings()
         self._threads: dict[str, threading.Thread] = {}
+        self._key_lock = threading.Lock()
 
     # -- kick-off -------------------------------------------------------------------
 
     def start(
         self, requester: Requester, *, level: str, types: list[str] | None,
         since: str | None, group: str | None, request_url: str,
+        deidentify: str | None = None,
     ) -> ExportJob:
-        """Validate the request and start the job; raises InvalidRequest on bad parameters."""
+        """Validate the request and start the job; raises InvalidRequest on bad parameters
+        and Forbidden when the caller may not have this export (or not undeidentified)."""
         if requester.purpose is None and not requester.is_patient:
             raise Forbidden("A purpose of use (X-Purpose-Of-Use) is required to export data")
+        profile = self._profile(requester, deidentify)
         chosen = self._types(types)
         if types:  # each type asked for must be within the access token's scopes
             for rtype in chosen:
@@ -87,13 +112,48 @@ class BulkExports:
             id=uuid.uuid4().hex, scope_key=requester.scope_key(), actor=requester.actor,
             purpose=requester.purpose, patient=requester.patient, level=level, types=chosen,
             since=since, group=group, request_url=request_url,
-            transaction_time=instant(time.time_ns() // 1000),
+            transaction_time=instant(time.time_ns() // 1000), deidentified=profile,
         )
+        deid = None
+        if profile is not None:
+            from healthmesh.privacy.deid import PROFILES, Deidentifier
+
+            key = self._project_key(requester) if PROFILES[profile].needs_key else None
+            deid = Deidentifier(profile, key)
+            job.deid_key = None if key is None else key.fingerprint
         self._save(job)
-        thread = threading.Thread(target=self._run, args=(job, requester, members), daemon=True)
+        thread = threading.Thread(target=self._run, args=(job, requester, members, deid),
+                                  daemon=True)
         self._threads[job.id] = thread
         thread.start()
         return job
+
+    def _profile(self, requester: Requester, asked: str | None) -> str | None:
+        """The de-identification profile of this export (None: identified data)."""
+        if asked is not None and asked != "none" and asked not in _DEID_PROFILES:
+            raise InvalidRequest(f"_deidentify must be one of {', '.join(_DEID_PROFILES)} or none, "
+                                 f"not '{asked[:40]}'")
+        required = not requester.is_patient and \
+            requester.purpose in deidentified_purposes(self.settings)
+        if asked == "none" or (asked is None and not required):
+            if required:
+                raise Forbidden(f"Exports for purpose {requester.purpose} are de-identified at "
+                                "this node; ask for a _deidentify profile or leave it out")
+            return None
+        return asked or self.settings.export_deid_profile
+
+    def _project_key(self, requester: Requester) -> DeidKey:
+        """The recipient organisation's project key, created on its first export."""
+        from healthmesh.privacy.deid import DeidKeyError, generate_key_file, load_key_file
+
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", requester.actor)[:120].lstrip(".")
+        path = self.keys / f"{name}.key"
+        with self._key_lock:
+            try:
+                return load_key_file(path) if path.exists() else generate_key_file(path)
+            except DeidKeyError as exc:
+                raise FhirError(f"The de-identification key of this recipient cannot be "
+                                f"used: {exc}", [], 500, "exception") from None
 
     def _types(self, types: list[str] | None) -> list[str]:
         known = resource_types()
@@ -106,13 +166,14 @@ class BulkExports:
 
     # -- the job ----------------------------------------------------------------------
 
-    def _run(self, job: ExportJob, requester: Requester, members: list[str] | None) -> None:
+    def _run(self, job: ExportJob, requester: Requester, members: list[str] | None,
+             deid: Deidentifier | None) -> None:
         try:
             repo = self.gate.for_request(requester)
             for rtype in job.types:
                 if self._load(job.id).status == "cancelled":
                     return
-                job.counts[rtype] = self._export_type(job, repo, rtype, members)
+                job.counts[rtype] = self._export_type(job, repo, rtype, members, deid)
                 job.progress = f"{len(job.counts)}/{len(job.types)} types"
                 self._save(job)
             job.status = "done"
@@ -123,7 +184,8 @@ class BulkExports:
         self._save(job)
 
     def _export_type(
-        self, job: ExportJob, repo: Any, rtype: str, members: list[str] | None
+        self, job: ExportJob, repo: Any, rtype: str, members: list[str] | None,
+        deid: Deidentifier | None,
     ) -> int:
         params = [("_lastUpdated", f"ge{job.since}")] if job.since else []
         query = repo.parse(rtype, params, strict=True)
@@ -133,7 +195,13 @@ class BulkExports:
         with path.open("wb") as handle:
             for stored in repo.stream(query, extra=extra):
                 assert stored.content is not None
-                handle.write(stored.content + b"\n")
+                content = stored.content
+                if deid is not None:  # after the gate let it out, before it is written
+                    clean = deid.apply(orjson.loads(content))
+                    if clean is None:
+                        continue
+                    content = orjson.dumps(clean)
+                handle.write(content + b"\n")
                 count += 1
         if count == 0:
             path.unlink()
@@ -163,7 +231,10 @@ class BulkExports:
         return job
 
     def manifest(self, job: ExportJob, base: str) -> dict[str, Any]:
+        extension = {} if job.deidentified is None else {"extension": {
+            "deidentification": {"profile": job.deidentified, "key": job.deid_key}}}
         return {
+            **extension,
             "transactionTime": job.transaction_time,
             "request": job.request_url,
             "requiresAccessToken": False,

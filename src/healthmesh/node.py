@@ -94,5 +94,5 @@ def open_node(folder: Path, overrides: dict[str, Any] | None = None) -> Node:
     scopes = AccessScopes(store, policy, settings.organization or None)
     gate = EgressGate(fhir, scopes, audit, denied_status=settings.denied_status)
     auth = NodeAuth(folder, audit, min(settings.access_token_seconds, 86400))
-    exports = BulkExports(folder, gate)
+    exports = BulkExports(folder, gate, settings)
     return Node(folder, settings, store, fhir, policy, audit, gate, auth, exports)

@@ -46,9 +46,15 @@ class Settings:
     tls_private_key: str = ""
     hub_tls_ca: str = ""
     rate_limit_per_minute: int = 1200
+    deidentify_exports_for: str = "HRESCH"
+    export_deid_profile: str = "pseudonymize"
 
 
 SETTINGS_HELP: dict[str, str] = {
+    "deidentify_exports_for": "Purposes of use (comma-separated ActReason codes) whose bulk "
+    "exports are always de-identified; '' for none.",
+    "export_deid_profile": "De-identification profile of those exports when the request names "
+    "none: safe-harbor, date-shift or pseudonymize (keyed per recipient organisation).",
     "name": "Human-readable name of the node, shown in the CapabilityStatement.",
     "max_body_bytes": "Largest request body accepted (bytes); larger bodies get 413.",
     "max_json_depth": "Deepest JSON nesting accepted in a resource; deeper input is rejected.",
@@ -139,4 +145,16 @@ def load_settings(folder: Path | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(
             f"setting 'denied_status' must be 403 or 404, not {settings.denied_status}"
         )
+    if settings.export_deid_profile not in ("safe-harbor", "date-shift", "pseudonymize"):
+        raise ConfigError("setting 'export_deid_profile' must be safe-harbor, date-shift or "
+                          f"pseudonymize, not {settings.export_deid_profile!r}")
+    for code in deidentified_purposes(settings):
+        if not code.isalpha() or not code.isupper():
+            raise ConfigError("setting 'deidentify_exports_for' lists ActReason codes "
+                              f"separated by commas (like HRESCH,PUBHLTH), not {code!r}")
     return settings
+
+
+def deidentified_purposes(settings: Settings) -> frozenset[str]:
+    """The purposes of use whose bulk exports are always de-identified."""
+    return frozenset(p.strip() for p in settings.deidentify_exports_for.split(",") if p.strip())

@@ -37,7 +37,7 @@ def _kick_off(request: Request, level: str, group: str | None = None) -> Respons
     types = [t for t in params.get("_type", "").split(",") if t] or None
     job = _node(request).exports.start(
         requester_of(request), level=level, types=types, since=params.get("_since"),
-        group=group, request_url=str(request.url),
+        group=group, request_url=str(request.url), deidentify=params.get("_deidentify"),
     )
     location = f"{base_url(request)}/$export-status/{job.id}"
     return Response(status_code=202, headers={"Content-Location": location})
