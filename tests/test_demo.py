@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import sign_in
 from tests.conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
@@ -71,6 +72,23 @@ def test_demo_serves_a_network_that_answers_and_stops_on_ctrl_c(tmp_path: Path) 
                            verify=tls)
         assert answer.status_code == 200 and answer.json()["resourceType"] == "Bundle"
         assert httpx.get(url, timeout=30, verify=tls).status_code == 401
+        # the printed demo accounts sign in to the web pages at the hospital
+        accounts = dict(re.findall(r"user '(patient|steward)'.*?password (\S+)", text))
+        assert set(accounts) == {"patient", "steward"}, text
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=tls,
+                          timeout=30) as browser:
+            assert sign_in(browser, "patient", accounts["patient"], "/web/me") == "/web/me"
+            mine = browser.get("/web/me/consents")
+            assert mine.status_code == 200 and "research" in mine.text.lower()
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=tls,
+                          timeout=30) as browser:
+            home = sign_in(browser, "steward", accounts["steward"], "/web/steward")
+            assert home == "/web/steward"
+            assert browser.get("/web/me").status_code == 403  # not the steward's page
+        dashboard = re.search(r"public-health dashboard: (\S+)", text)
+        assert dashboard is not None, text
+        page = httpx.get(dashboard.group(1), timeout=30, verify=tls)
+        assert page.status_code == 200 and "hypertension" in page.text.lower()
         asked = run_cli("query", "count", "--network", str(folder), "--purpose", "PUBHLTH",
                         "--agreement", "public-health", "--json")
         assert asked.returncode == 0, asked.stderr

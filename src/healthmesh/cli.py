@@ -601,6 +601,7 @@ def _demo_guide(state: dict[str, Any], folder: Path) -> None:
         ensure_client(node, "clinic-ehr", "Organization/clinic", "system/*.rs",
                       ("TREAT", "ETREAT"))
         clinician = mint_token(node, "clinic-ehr", "system/*.rs", "TREAT", ttl=8 * 3600)
+        password = _demo_users(node, folder, first[0].id if first else None)
     out.print(f"hub:              {state['hub']}")
     for site, info in state["nodes"].items():
         out.print(f"{site + ' FHIR API:':<18}{info['fhir']}   (docs: "
@@ -615,11 +616,46 @@ def _demo_guide(state: dict[str, Any], folder: Path) -> None:
         out.print(f"A patient ({first[0].id}) sees their consents and who read their data:")
         out.print(f"  curl --cacert {ca} -H 'Authorization: Bearer {token}' "
                   f"{hospital.removesuffix('/fhir')}/patient/access-log")
+    web = hospital.removesuffix("/fhir") + "/web/"
+    out.print(f"Web pages (the browser must trust {ca}, or accept the warning):")
+    out.print(f"  public-health dashboard: {state['hub']}/web/dashboard?indicator="
+              "hypertension-control&period=2024  (press 'Refresh from the nodes')")
+    if first:
+        out.print(f"  patient portal:  {web}  user 'patient' ({first[0].id}), "
+                  f"password {password}")
+    out.print(f"  steward console: {web}  user 'steward', password {password}")
+    out.print(f"  (demo accounts of this run; also in {folder / DEMO_USERS_FILE})")
     out.print("Ask the whole network (only aggregates leave the nodes):")
     out.print(f"  healthmesh query indicator hypertension-control --network {folder} "
               "--period 2024")
     out.print(f"  healthmesh query count --network {folder} --by sex,age_band")
     out.print("Press Ctrl-C to stop the network.")
+
+
+DEMO_USERS_FILE = "demo-users.txt"
+
+
+def _demo_users(node: Any, folder: Path, patient: str | None) -> str:
+    """Sign-in accounts for the demo's web pages at the hospital: a patient and a data
+    steward, with one random password per demo folder (kept in a 0600 file beside it,
+    so a restarted demo keeps it). Never a fixed default password."""
+    import os
+    import secrets
+
+    path = folder / DEMO_USERS_FILE
+    if path.exists():
+        password = path.read_text("utf-8").split("password: ", 1)[-1].split()[0]
+    else:
+        password = "demo-" + secrets.token_urlsafe(12)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("Demo sign-in accounts of the hospital (users 'patient' and "
+                         f"'steward')\npassword: {password}\n")
+    store = node.auth.store
+    if patient is not None:
+        store.add_user("patient", password, "patient", patient=patient)
+    store.add_user("steward", password, "steward", org=node.settings.organization or None)
+    return password
 
 
 import healthmesh.cli_anonymize  # noqa: E402,F401  (registers the anonymize command)
